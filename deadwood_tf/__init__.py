@@ -1,0 +1,43 @@
+"""deadwood_tf: Deadwooding (Kaur, Fioretto, Salekin, 2022) for Keras 3.
+
+Global one-shot pruning that keeps accuracy (distillation from the dense
+teacher) and adversarial robustness (adversarial training), enforced by
+per-example Lagrange multipliers.
+"""
+
+from deadwood_tf import attacks
+from deadwood_tf.attacks import FGSM, PGD, evaluate_robustness
+from deadwood_tf.callbacks import DeadwoodCallback
+from deadwood_tf.deadwood_model import DeadwoodModel
+from deadwood_tf.export import export_tflite, run_tflite
+from deadwood_tf.prune import (
+    SparsityReport,
+    apply_sparsity,
+    prune_model,
+    pruning_wrappers,
+    sparsity_report,
+    strip_pruning,
+)
+from deadwood_tf.prune_registry import register_prunable
+from deadwood_tf.pruning_wrapper import PruningWrapper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeadwoodCallback",
+    "DeadwoodModel",
+    "FGSM",
+    "PGD",
+    "PruningWrapper",
+    "SparsityReport",
+    "apply_sparsity",
+    "attacks",
+    "evaluate_robustness",
+    "export_tflite",
+    "prune_model",
+    "pruning_wrappers",
+    "register_prunable",
+    "run_tflite",
+    "sparsity_report",
+    "strip_pruning",
+]

@@ -1,0 +1,290 @@
+"""Adversarial examples (cleverhans' tf2 attacks) and robustness evaluation.
+
+An attack is a callable `attack(model_fn, x, y=None) -> x_adv`, where
+`model_fn(x)` returns logits; it knows nothing of training loops, so the
+training step and the evaluator use the same objects. Both run inside
+`tf.function`.
+
+Example:
+
+>>> pgd = PGD(eps=0.2, steps=20, step_size=0.02)
+>>> evaluate_robustness(model, x_test, y_test, [FGSM(0.2), pgd])
+{'clean': 0.98, 'fgsm_linf_0.2': 0.9, 'pgd20_linf_0.2': 0.83}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+_NORMS = {"inf": np.inf, "linf": np.inf, "l_inf": np.inf, "2": 2, "l2": 2}
+
+
+def _check_norm(norm):
+    if isinstance(norm, str) and norm.lower() in _NORMS:
+        return _NORMS[norm.lower()]
+    if norm in (np.inf, 2) and not isinstance(norm, bool):
+        return np.inf if norm == np.inf else 2
+    raise ValueError(
+        "Invalid value for argument `norm`: expected np.inf / 'linf' or 2 / 'l2'. "
+        f"Received: norm={norm!r}"
+    )
+
+
+def _check_non_negative(value, name):
+    try:
+        ok = not isinstance(value, bool) and float(value) >= 0 and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a finite number >= 0. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+class Attack:
+    """Base class: an L-inf or L2 attack of radius `eps` on inputs in [clip_min, clip_max]."""
+
+    def __init__(self, eps, norm="linf", clip_min=0.0, clip_max=1.0):
+        self.eps = _check_non_negative(eps, "eps")
+        self.norm = _check_norm(norm)
+        self.clip_min = None if clip_min is None else float(clip_min)
+        self.clip_max = None if clip_max is None else float(clip_max)
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min >= self.clip_max:
+            raise ValueError(
+                "Invalid values for arguments `clip_min`, `clip_max`: expected "
+                f"clip_min < clip_max. Received: clip_min={clip_min}, clip_max={clip_max}"
+            )
+
+    @property
+    def norm_name(self) -> str:
+        return "linf" if self.norm == np.inf else "l2"
+
+    def __call__(self, model_fn: Callable, x, y=None):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"eps": self.eps, "norm": self.norm_name, "clip_min": self.clip_min,
+                "clip_max": self.clip_max}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="deadwood_tf")
+class FGSM(Attack):
+    """Fast gradient (sign) method, one step of size `eps`."""
+
+    @property
+    def name(self) -> str:
+        return f"fgsm_{self.norm_name}_{self.eps:g}"
+
+    def __call__(self, model_fn, x, y=None):
+        if self.eps == 0:
+            return tf.identity(x)
+        return tf.stop_gradient(fast_gradient_method(
+            model_fn, x, self.eps, self.norm, clip_min=self.clip_min,
+            clip_max=self.clip_max, y=y, sanity_checks=False))
+
+
+@keras.saving.register_keras_serializable(package="deadwood_tf")
+class PGD(Attack):
+    """Projected gradient descent (Madry et al.) with an optional random start.
+
+    Args:
+      eps: radius of the perturbation ball (same units as the inputs).
+      steps: number of gradient steps.
+      step_size: size of each step; default `2.5 * eps / steps`.
+      norm: "linf" (np.inf) or "l2" (2).
+      random_start: start from a uniform random point of the ball.
+    """
+
+    def __init__(self, eps, steps=10, step_size=None, norm="linf", random_start=True,
+                 clip_min=0.0, clip_max=1.0):
+        super().__init__(eps, norm, clip_min, clip_max)
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(
+                f"Invalid value for argument `steps`: expected an int >= 1. Received: steps={steps!r}"
+            )
+        self.steps = int(steps)
+        self.step_size = (2.5 * self.eps / self.steps if step_size is None
+                          else _check_non_negative(step_size, "step_size"))
+        self.random_start = bool(random_start)
+
+    @property
+    def name(self) -> str:
+        return f"pgd{self.steps}_{self.norm_name}_{self.eps:g}"
+
+    def __call__(self, model_fn, x, y=None):
+        if self.eps == 0:
+            return tf.identity(x)
+        return tf.stop_gradient(projected_gradient_descent(
+            model_fn, x, self.eps, self.step_size, self.steps, self.norm,
+            clip_min=self.clip_min, clip_max=self.clip_max, y=y,
+            rand_init=self.random_start, sanity_checks=False))
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps, "step_size": self.step_size,
+                "random_start": self.random_start}
+
+
+# ---------------------------------------------------------------- logits
+
+
+def _output_layer(model):
+    """The layer producing a Sequential/functional model's single output, unwrapped."""
+    from deadwood_tf.pruning_wrapper import PruningWrapper
+
+    layer = model
+    while isinstance(layer, keras.Model):
+        if isinstance(layer, keras.Sequential):
+            layer = layer.layers[-1] if layer.layers else None
+        elif type(layer).__name__ == "Functional" and len(layer.outputs) == 1:
+            layer = layer.outputs[0]._keras_history.operation
+        else:
+            return None
+    while isinstance(layer, PruningWrapper):
+        layer = layer.layer
+    return layer
+
+
+def _is_softmax(fn) -> bool:
+    return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
+
+
+@contextlib.contextmanager
+def _softmax_removed(layer):
+    """Temporarily turns the model's final softmax into the identity."""
+    if isinstance(layer, keras.layers.Softmax):
+        layer.call = lambda inputs, *a, **k: inputs  # shadows the class's call
+        try:
+            yield
+        finally:
+            del layer.call
+    else:
+        original = layer.activation
+        layer.activation = keras.activations.linear
+        try:
+            yield
+        finally:
+            layer.activation = original
+
+
+def outputs_probabilities(model) -> bool:
+    """Whether `model`'s last operation is a softmax (so it outputs probabilities)."""
+    layer = _output_layer(model)
+    if layer is None:
+        return False
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return _is_softmax(getattr(layer, "activation", None))
+
+
+def logits_fn(model, from_logits=None) -> Callable:
+    """A function `fn(x, training=False) -> logits` for a classifier `model`.
+
+    If the model ends in a softmax (a `Softmax` layer, or a layer with
+    `activation="softmax"`), the softmax is skipped while the function runs,
+    which recovers the exact logits; `from_logits=False` on a model whose
+    softmax cannot be located falls back to `log(probabilities)`.
+    """
+    layer = _output_layer(model)
+    detected = outputs_probabilities(model)
+    if from_logits is None:
+        from_logits = not detected
+    if from_logits:
+        return lambda x, training=False: model(x, training=training)
+    if detected:
+        def fn(x, training=False):
+            with _softmax_removed(layer):
+                return model(x, training=training)
+        return fn
+    return lambda x, training=False: tf.math.log(
+        tf.clip_by_value(model(x, training=training), 1e-12, 1.0))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _as_arrays(x, y):
+    if isinstance(x, tf.data.Dataset):
+        xs, ys = [], []
+        for batch in x:
+            xs.append(np.asarray(batch[0]))
+            ys.append(np.asarray(batch[1]))
+        return np.concatenate(xs), np.concatenate(ys)
+    if y is None:
+        raise ValueError("Invalid value for argument `y`: labels are required with array inputs.")
+    return np.asarray(x), np.asarray(y)
+
+
+def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_size: int = 256,
+                        from_logits=None, verbose: int = 0) -> dict:
+    """Clean and per-attack accuracy of a classifier.
+
+    Args:
+      model: a Keras 3 classifier (logits or softmax output), a wrapped model
+        or a `DeadwoodModel`.
+      x, y: inputs and integer (or one-hot) labels; or `x` a tf.data dataset
+        of `(x, y)` batches and `y=None`.
+      attacks: `Attack` objects; each adversarial batch is made against
+        `model` with the true labels.
+      batch_size: examples per attack batch.
+
+    Returns:
+      `{"clean": acc, attack.name: acc, ...}` with accuracies in [0, 1].
+    """
+    from deadwood_tf.prune import check_keras_model
+
+    check_keras_model(model)
+    x, y = _as_arrays(x, y)
+    if y.ndim == 2 and y.shape[-1] > 1:
+        y = y.argmax(-1)
+    y = y.astype("int64").reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(
+            f"Invalid values for arguments `x`, `y`: expected as many labels as inputs. "
+            f"Received: {len(x)} inputs and {len(y)} labels"
+        )
+    for a in attacks:
+        if not isinstance(a, Attack):
+            raise ValueError(
+                "Invalid value for argument `attacks`: expected deadwood_tf.attacks.Attack "
+                f"objects (FGSM, PGD, ...). Received: {a!r}"
+            )
+    fn = logits_fn(model, from_logits)
+    model_fn = lambda t: fn(t, training=False)  # noqa: E731
+
+    @tf.function(reduce_retracing=True)
+    def correct(xb, yb, attack_index):
+        if attack_index >= 0:
+            xb = attacks[attack_index](model_fn, xb, yb)
+        return tf.reduce_sum(tf.cast(tf.argmax(model_fn(xb), -1) == yb, tf.int64))
+
+    results = {}
+    names = ["clean"] + [a.name for a in attacks]
+    progbar = keras.utils.Progbar(len(names) * math.ceil(len(x) / batch_size)) if verbose else None
+    for i, name in enumerate(names):
+        total = 0
+        for start in range(0, len(x), batch_size):
+            xb = tf.convert_to_tensor(x[start:start + batch_size], dtype=tf.float32)
+            yb = tf.convert_to_tensor(y[start:start + batch_size])
+            total += int(correct(xb, yb, i - 1))
+            if progbar:
+                progbar.add(1)
+        results[name] = total / len(x)
+    return results

@@ -1,0 +1,188 @@
+"""What `fit` calls: the dual step and the global cut.
+
+Example:
+
+>>> dw_model.fit(x, y, epochs=6, callbacks=[
+...     DeadwoodCallback(target_sparsity=0.95, prune_epoch=3),
+...     keras.callbacks.CSVLogger("log.csv")])   # after DeadwoodCallback: sees its logs
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+import tensorflow as tf
+from absl import logging
+
+from deadwood_tf import prune, pruning_impl
+
+SCHEDULE_UNITS = ("step", "epoch")
+
+
+def _schedule_final_sparsity(schedule):
+    for attr in ("final_sparsity", "target_sparsity"):
+        if hasattr(schedule, attr):
+            return float(getattr(schedule, attr))
+    return None
+
+
+class DeadwoodCallback(keras.callbacks.Callback):
+    """Dual step at each epoch end, and the cut: one-shot or along a schedule.
+
+    Args:
+      target_sparsity: fraction in [0, 1) of prunable weights to zero.
+      prune_epoch: number of epochs of the solve phase before the one-shot cut
+        (0: cut before training). Default: half of `fit`'s epochs.
+        Ignored when `schedule` is given.
+      schedule: a tfmot `PruningSchedule` (`PolynomialDecay`,
+        `ConstantSparsity`, or any callable `step -> (should_prune,
+        sparsity)`). Its final sparsity must equal `target_sparsity`.
+      schedule_unit: "step": the schedule is evaluated before each batch with
+        the optimizer's step count (tfmot's convention); "epoch": after each
+        epoch with the number of completed epochs, e.g.
+        `PolynomialDecay(0, 0.95, begin_step=1, end_step=3, frequency=1)`
+        cuts gradually at the end of epochs 1 to 3.
+      scope: "global" (one threshold over all layers) or "layer".
+      min_keep: guard against layer collapse: each layer keeps at least this
+        many weights (int) or this fraction (float).
+      dual_step_size: step of the multipliers' update; a float for both
+        constraints or a pair `(fidelity, robustness)`.
+      max_multiplier: the multipliers are clipped to `[0, max_multiplier]`.
+      verbose: 1 logs each cut.
+
+    Writes into `logs` at each epoch end: `sparsity`, and the mean and max of
+    both multipliers (`fidelity_multiplier_mean`, ..._max,
+    `robustness_multiplier_mean`, ..._max). Place it before `CSVLogger` and
+    `TensorBoard` in the callback list so they record these figures.
+    """
+
+    def __init__(self, target_sparsity, prune_epoch=None, schedule=None, schedule_unit="step",
+                 scope="global", min_keep=0, dual_step_size=0.2, max_multiplier=10.0,
+                 verbose=1):
+        super().__init__()
+        self.target_sparsity = pruning_impl.check_sparsity(target_sparsity)
+        if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(
+                prune_epoch, (int, np.integer)) or prune_epoch < 0):
+            raise ValueError(
+                "Invalid value for argument `prune_epoch`: expected an int >= 0 or None. "
+                f"Received: prune_epoch={prune_epoch!r}"
+            )
+        if schedule is not None:
+            if not callable(schedule):
+                raise ValueError(
+                    "Invalid value for argument `schedule`: expected a tfmot PruningSchedule "
+                    f"or a callable step -> (should_prune, sparsity). Received: schedule={schedule!r}"
+                )
+            final = _schedule_final_sparsity(schedule)
+            if final is not None and abs(final - self.target_sparsity) > 1e-9:
+                raise ValueError(
+                    "Invalid values for arguments `target_sparsity`, `schedule`: the schedule "
+                    f"ends at sparsity {final}. Received: target_sparsity={target_sparsity}"
+                )
+        if schedule_unit not in SCHEDULE_UNITS:
+            raise ValueError(
+                f"Invalid value for argument `schedule_unit`: expected one of {SCHEDULE_UNITS}. "
+                f"Received: schedule_unit={schedule_unit!r}"
+            )
+        if scope not in pruning_impl.SCOPES:
+            raise ValueError(
+                f"Invalid value for argument `scope`: expected one of {pruning_impl.SCOPES}. "
+                f"Received: scope={scope!r}"
+            )
+        pruning_impl._keep_counts([1], min_keep)  # validates min_keep
+        steps = dual_step_size if isinstance(dual_step_size, (tuple, list)) else (
+            dual_step_size, dual_step_size)
+        if len(steps) != 2 or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in steps):
+            raise ValueError(
+                "Invalid value for argument `dual_step_size`: expected a number >= 0 or a pair "
+                f"(fidelity, robustness) of them. Received: dual_step_size={dual_step_size!r}"
+            )
+        if isinstance(max_multiplier, bool) or not isinstance(max_multiplier, (int, float)) \
+                or max_multiplier <= 0:
+            raise ValueError(
+                "Invalid value for argument `max_multiplier`: expected a number > 0. "
+                f"Received: max_multiplier={max_multiplier!r}"
+            )
+        self.prune_epoch = prune_epoch
+        self.schedule = schedule
+        self.schedule_unit = schedule_unit
+        self.scope = scope
+        self.min_keep = min_keep
+        self.dual_step_size = tuple(float(s) for s in steps)
+        self.max_multiplier = float(max_multiplier)
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ helpers
+
+    def _deadwood(self):
+        model = self.model
+        if not hasattr(model, "dual_step"):
+            raise ValueError(
+                "DeadwoodCallback must be passed to DeadwoodModel.fit; it was given to "
+                f"a {type(model).__name__}."
+            )
+        return model
+
+    def _cut(self, sparsity, when):
+        reached = prune.apply_sparsity(self.model, sparsity, scope=self.scope,
+                                       min_keep=self.min_keep)
+        if self.verbose:
+            logging.info("deadwood_tf: %s cut to sparsity %.4f (measured %.4f)",
+                         when, sparsity, reached)
+        return reached
+
+    def _one_shot_epoch(self):
+        if self.prune_epoch is not None:
+            return self.prune_epoch
+        return max(int(self.params.get("epochs", 0) or 0) // 2, 0)
+
+    def _schedule_says(self, step):
+        should, sparsity = self.schedule(tf.constant(step, tf.int64))
+        return bool(np.asarray(should)), float(np.asarray(sparsity))
+
+    # ------------------------------------------------------------ hooks
+
+    def on_train_begin(self, logs=None):
+        self._deadwood()
+        if self.schedule is None and self._one_shot_epoch() == 0:
+            # Idempotent: masked weights score lowest, so a resumed run re-cuts the same mask.
+            self._cut(self.target_sparsity, "one-shot (before training)")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._deadwood().reset_violations()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.schedule is not None and self.schedule_unit == "step":
+            should, sparsity = self._schedule_says(int(self.model.optimizer.iterations.numpy()))
+            if should:
+                self._cut(sparsity, "scheduled")
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self._deadwood()
+        model.dual_step(*self.dual_step_size, self.max_multiplier)
+        completed = epoch + 1
+        if self.schedule is None:
+            if completed == self._one_shot_epoch():
+                self._cut(self.target_sparsity, f"one-shot (after epoch {completed})")
+        elif self.schedule_unit == "epoch":
+            should, sparsity = self._schedule_says(completed)
+            if should:
+                self._cut(sparsity, f"scheduled (after epoch {completed})")
+        if logs is not None:
+            logs["sparsity"] = prune.sparsity_report(model).sparsity
+            if model.num_examples is not None:
+                for name, var in (("fidelity", model.fidelity_multipliers),
+                                  ("robustness", model.robustness_multipliers)):
+                    values = np.asarray(var.numpy())
+                    logs[f"{name}_multiplier_mean"] = float(values.mean())
+                    logs[f"{name}_multiplier_max"] = float(values.max())
+
+    def on_train_end(self, logs=None):
+        reached = prune.sparsity_report(self.model).sparsity
+        target_zeros = pruning_impl.num_to_prune(self.target_sparsity, self.model.num_prunable)
+        if self.scope == "global" and prune.sparsity_report(self.model).zeros < target_zeros:
+            logging.warning(
+                "deadwood_tf: training ended at sparsity %.4f, below target_sparsity=%.4f "
+                "(the cut comes later than the last epoch, or the schedule ends later).",
+                reached, self.target_sparsity)

@@ -1,0 +1,431 @@
+"""The primal step of Deadwooding: a `keras.Model` whose `train_step` minimises
+the Lagrangian of METHOD.md with the multipliers held fixed.
+
+    L = rho * Omega(w)
+        + mean_i [ lam_i * max(0, c_i - alpha) + mu_i * max(0, r_i - beta) ]
+        + gamma * CE(y, S(x))
+
+with `c_i` the distillation gap to the frozen teacher on `x_i`, `r_i` the
+adversarial loss on `x~_i` (made against the student by the `attack`), and
+`Omega` the L1 norm of the surviving weights over their count. Each example's
+violations are written to non-trainable buffers; `DeadwoodCallback` turns them
+into the dual step at each epoch end and makes the global cut.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+import tensorflow as tf
+from absl import logging
+
+from deadwood_tf import attacks as attacks_lib
+from deadwood_tf import prune
+
+_INPUTS = "__deadwood_inputs__"
+_INDEX = "__deadwood_index__"
+_REQUIRED = object()
+ROBUST_TARGETS = ("teacher", "label")
+# Metrics that only the training step produces (not shown by evaluate()).
+TRAINING_METRICS = ("fidelity_violation", "robustness_violation", "l1", "adv_accuracy")
+
+
+def _check_number(value, name, low=0.0, low_inclusive=True):
+    try:
+        v = float(value)
+        ok = not isinstance(value, bool) and np.isfinite(v) and (v >= low if low_inclusive else v > low)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        rel = ">=" if low_inclusive else ">"
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a finite number {rel} {low:g}. "
+            f"Received: {name}={value!r}"
+        )
+    return v
+
+
+def _output_shape(model):
+    return tuple(model.outputs[0].shape[1:]) if getattr(model, "outputs", None) else None
+
+
+def _kl_per_example(teacher_logits, student_logits, temperature):
+    """tau^2 * KL(softmax(t / tau) || softmax(s / tau)) for each row."""
+    t = teacher_logits / temperature
+    s = student_logits / temperature
+    p = tf.nn.softmax(t)
+    kl = tf.reduce_sum(p * (tf.nn.log_softmax(t) - tf.nn.log_softmax(s)), axis=-1)
+    return temperature**2 * kl
+
+
+@keras.saving.register_keras_serializable(package="deadwood_tf")
+class DeadwoodModel(keras.Model):
+    """Deadwood training of a wrapped `student` against a frozen `teacher`.
+
+    Args:
+      student: the model to prune, from `prune_model(teacher)` (it carries masks).
+      teacher: the trained dense model; it is set non-trainable and only run
+        in inference mode.
+      attack: a `deadwood_tf.attacks` object (e.g. `PGD(eps=0.3, steps=7)`)
+        that makes the adversarial examples of the robustness constraint, or
+        None for distillation-only pruning. Required.
+      fidelity_bound: `alpha`, the distillation gap tolerated per example.
+      robustness_bound: `beta`, the adversarial loss tolerated per example.
+      sparsity_weight: `rho`, weight of the normalised L1 term.
+      label_weight: `gamma`, weight of plain cross-entropy on clean inputs.
+      temperature: `tau` of the distillation terms.
+      robust_target: "teacher" (default): `r_i` is the distillation gap between
+        the teacher on `x_i` and the student on `x~_i`; "label": `r_i` is the
+        cross-entropy of the student on `x~_i` against `y_i`.
+      initial_multiplier: starting value of every multiplier.
+      num_examples: size of the training set, for per-example multipliers.
+        Inferred by `fit(x, y)` from arrays; required when a tf.data input
+        yields `(x, y, index)`.
+      from_logits: whether the models output logits; by default detected (a
+        final softmax is skipped to recover exact logits).
+
+    Training data: arrays `fit(x, y)` get example indices attached
+    automatically (shuffling included). A tf.data input may yield
+    `(x, y, index)` with integer indices in `[0, num_examples)`; one yielding
+    `(x, y)` trains with one multiplier per constraint, as logged once.
+
+    `evaluate` and `predict` behave as for the student. `fit` reports
+    `loss` (the Lagrangian), `fidelity_violation` and `robustness_violation`
+    (batch means of `max(0, c - alpha)` and `max(0, r - beta)`), `l1`
+    (Omega) and `adv_accuracy`, besides compiled metrics on clean inputs.
+    """
+
+    def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.1,
+                 robustness_bound=0.5, sparsity_weight=50.0, label_weight=0.0,
+                 temperature=1.0, robust_target="teacher", initial_multiplier=1.0,
+                 num_examples=None, from_logits=None, **kwargs):
+        prune.check_keras_model(student, "student")
+        prune.check_keras_model(teacher, "teacher")
+        if attack is _REQUIRED:
+            raise TypeError(
+                "Missing argument `attack`: pass a deadwood_tf.attacks object such as "
+                "PGD(eps=0.3, steps=7), or attack=None to prune without the robustness constraint."
+            )
+        if attack is not None and not isinstance(attack, attacks_lib.Attack):
+            raise ValueError(
+                "Invalid value for argument `attack`: expected a deadwood_tf.attacks.Attack "
+                f"(FGSM, PGD) or None. Received: attack={attack!r}"
+            )
+        wrappers = prune.pruning_wrappers(student)
+        if not wrappers:
+            raise ValueError(
+                "Invalid value for argument `student`: it carries no pruning masks. "
+                "Pass `deadwood_tf.prune_model(teacher)` as the student."
+            )
+        s_shape, t_shape = _output_shape(student), _output_shape(teacher)
+        if s_shape != t_shape:
+            raise ValueError(
+                "Invalid values for arguments `student`, `teacher`: expected the same "
+                f"output shape. Received: student output {s_shape}, teacher output {t_shape}"
+            )
+        if robust_target not in ROBUST_TARGETS:
+            raise ValueError(
+                f"Invalid value for argument `robust_target`: expected one of {ROBUST_TARGETS}. "
+                f"Received: robust_target={robust_target!r}"
+            )
+        if num_examples is not None and (
+            isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer))
+            or num_examples < 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `num_examples`: expected an int >= 1 or None. "
+                f"Received: num_examples={num_examples!r}"
+            )
+        hyper = dict(
+            fidelity_bound=_check_number(fidelity_bound, "fidelity_bound"),
+            robustness_bound=_check_number(robustness_bound, "robustness_bound"),
+            sparsity_weight=_check_number(sparsity_weight, "sparsity_weight"),
+            label_weight=_check_number(label_weight, "label_weight"),
+            temperature=_check_number(temperature, "temperature", low_inclusive=False),
+            initial_multiplier=_check_number(initial_multiplier, "initial_multiplier"),
+        )
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.attack = attack
+        self.robust_target = robust_target
+        for k, v in hyper.items():
+            setattr(self, k, v)
+        self.from_logits = from_logits
+        self._student_logits = attacks_lib.logits_fn(student, from_logits)
+        self._teacher_logits = attacks_lib.logits_fn(teacher, from_logits)
+        self._outputs_logits = (not attacks_lib.outputs_probabilities(student)
+                                if from_logits is None else bool(from_logits))
+        self.num_classes = int(s_shape[-1])
+        self.num_prunable = int(sum(np.prod(w.shape) for w, _ in self._pruned_weights()))
+        self.num_examples = None
+        self._warned_no_index = False
+        self.fidelity_tracker = keras.metrics.Mean(name="fidelity_violation")
+        self.robustness_tracker = keras.metrics.Mean(name="robustness_violation")
+        self.l1_tracker = keras.metrics.Mean(name="l1")
+        self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+        if num_examples is not None:
+            self.ensure_multipliers(int(num_examples))
+        self.built = True
+
+    # ------------------------------------------------------------ state
+
+    def _pruned_weights(self):
+        # Looked up each time rather than stored: a stored list of variables
+        # would be tracked as this model's own weights.
+        return [(w, m) for wr in prune.pruning_wrappers(self.student)
+                for _, w, m in wr.pruned_weights()]
+
+    def _lock_state(self):
+        # Multipliers are created once the size of the training set is known.
+        pass
+
+    def ensure_multipliers(self, num_examples: int) -> None:
+        """Creates the multipliers and violation buffers for `num_examples` slots."""
+        if self.num_examples is not None:
+            if self.num_examples != num_examples:
+                raise ValueError(
+                    f"Invalid training data: this DeadwoodModel keeps multipliers for "
+                    f"{self.num_examples} examples. Received: {num_examples} examples. "
+                    "Use the same training set, or a new DeadwoodModel."
+                )
+            return
+        self.num_examples = int(num_examples)
+
+        def var(name, value):
+            return self.add_weight(name=name, shape=(self.num_examples,), dtype="float32",
+                                   initializer=keras.initializers.Constant(value),
+                                   trainable=False)
+
+        self.fidelity_multipliers = var("fidelity_multipliers", self.initial_multiplier)
+        self.robustness_multipliers = var("robustness_multipliers", self.initial_multiplier)
+        self.fidelity_violations = var("fidelity_violations", 0.0)
+        self.robustness_violations = var("robustness_violations", 0.0)
+        self.violation_counts = var("violation_counts", 0.0)
+
+    def reset_violations(self) -> None:
+        """Zeroes the per-example violation buffers (done at each epoch start)."""
+        for v in (self.fidelity_violations, self.robustness_violations, self.violation_counts):
+            v.assign(tf.zeros_like(v))
+
+    def mean_violations(self):
+        """Per-slot mean violations `(v, u)` since the last reset (0 where unseen)."""
+        count = tf.maximum(self.violation_counts.value, 1.0)
+        return self.fidelity_violations.value / count, self.robustness_violations.value / count
+
+    def dual_step(self, fidelity_step_size: float, robustness_step_size: float,
+                  max_multiplier: float) -> None:
+        """`lam <- clip(lam + eta_lam * v, 0, max)`, `mu <- clip(mu + eta_mu * u, 0, max)`."""
+        if self.num_examples is None:
+            return
+        v, u = self.mean_violations()
+        self.fidelity_multipliers.assign(tf.clip_by_value(
+            self.fidelity_multipliers.value + fidelity_step_size * v, 0.0, max_multiplier))
+        self.robustness_multipliers.assign(tf.clip_by_value(
+            self.robustness_multipliers.value + robustness_step_size * u, 0.0, max_multiplier))
+
+    # ------------------------------------------------------------ data
+
+    @staticmethod
+    def _is_array_like(x):
+        leaves = tf.nest.flatten(x)
+        return bool(leaves) and all(isinstance(l, (np.ndarray, tf.Tensor, list)) for l in leaves)
+
+    def _check_labels(self, y):
+        y = np.asarray(y)
+        if y.ndim >= 2 and y.shape[-1] == self.num_classes and y.shape[-1] > 1:
+            return  # one-hot
+        if y.size and (not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0)):
+            raise ValueError(
+                "Invalid value for argument `y`: expected integer class labels or one-hot "
+                f"rows of length {self.num_classes}. Received: y of dtype {y.dtype} with "
+                "non-integer values"
+            )
+        if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(
+                f"Invalid value for argument `y`: expected labels in [0, {self.num_classes}) "
+                f"(the models' output size). Received: labels from {y.min()} to {y.max()}"
+            )
+
+    def fit(self, x=None, y=None, **kwargs):
+        """`keras.Model.fit`; arrays get example indices attached (see the class doc)."""
+        if y is not None and self._is_array_like(x):
+            n = len(tf.nest.flatten(x)[0])
+            if len(y) != n:
+                raise ValueError(
+                    f"Invalid values for arguments `x`, `y`: expected as many labels as inputs. "
+                    f"Received: {n} inputs and {len(y)} labels"
+                )
+            self._check_labels(y)
+            self.ensure_multipliers(n)
+            x = {_INPUTS: x, _INDEX: np.arange(n, dtype="int64")}
+        elif isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            has_index = (isinstance(spec, tuple) and len(spec) >= 3
+                         and spec[2].dtype.is_integer)
+            if has_index and self.num_examples is None:
+                raise ValueError(
+                    "Invalid value for argument `num_examples`: the dataset yields "
+                    "(x, y, index) but the DeadwoodModel was built with num_examples=None. "
+                    "Pass num_examples=<size of the training set>."
+                )
+            if not has_index:
+                self.ensure_multipliers(1)
+        return super().fit(x, y, **kwargs)
+
+    def _unpack(self, data):
+        if isinstance(data, (tuple, list)) and len(data) == 4:
+            x, y, index, sample_weight = data
+        else:
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            index = None
+            if sample_weight is not None and sample_weight.dtype.is_integer:
+                index, sample_weight = sample_weight, None
+        if isinstance(x, dict) and _INDEX in x:
+            index, x = x[_INDEX], x[_INPUTS]
+        return x, y, index, sample_weight
+
+    def _labels(self, y):
+        y = tf.convert_to_tensor(y)
+        if y.shape.rank is not None and y.shape.rank >= 2 and y.shape[-1] == self.num_classes \
+                and self.num_classes > 1:
+            y = tf.argmax(y, axis=-1)
+        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        tf.debugging.assert_non_negative(y, message="labels `y` must be >= 0")
+        tf.debugging.assert_less(
+            y, tf.constant(self.num_classes, tf.int64),
+            message=f"labels `y` must be < {self.num_classes} (the models' output size)")
+        return y
+
+    # ------------------------------------------------------------ steps
+
+    def call(self, inputs, training=None):
+        if isinstance(inputs, dict) and _INPUTS in inputs:
+            inputs = inputs[_INPUTS]
+        return self.student(inputs, training=training)
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """`keras.Model.compile`; `loss` defaults to sparse categorical cross-entropy
+        (from logits or probabilities, as the student outputs), used by `evaluate`."""
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=self._outputs_logits)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def train_step(self, data):
+        x, y, index, sample_weight = self._unpack(data)
+        y = self._labels(y)
+        batch = tf.shape(y)[0]
+        if index is None:
+            if self.num_examples is not None and self.num_examples > 1:
+                raise ValueError(
+                    f"Invalid training data: this DeadwoodModel keeps per-example multipliers "
+                    f"for {self.num_examples} examples but the data yields no index. Yield "
+                    "(x, y, index) batches."
+                )
+            if not self._warned_no_index:  # runs at trace time: once
+                logging.warning("deadwood_tf: the training data carries no example index; "
+                                "using one multiplier per constraint.")
+                self._warned_no_index = True
+            index = tf.zeros([batch], tf.int64)
+        index = tf.reshape(tf.cast(index, tf.int64), [-1])
+        tf.debugging.assert_less(
+            index, tf.constant(self.num_examples, tf.int64),
+            message=f"example indices must be < num_examples={self.num_examples}")
+
+        student_fn = lambda t: self._student_logits(t, training=False)  # noqa: E731
+        x_adv = self.attack(student_fn, x, y) if self.attack is not None else None
+        teacher_logits = tf.stop_gradient(
+            tf.cast(self._teacher_logits(x, training=False), tf.float32))
+        tau = self.temperature
+        with tf.GradientTape() as tape:
+            if x_adv is not None:
+                # One pass over clean and adversarial inputs together.
+                both = tf.cast(self._student_logits(tf.concat([x, x_adv], 0), training=True),
+                               tf.float32)
+                logits, adv_logits = both[:batch], both[batch:]
+            else:
+                logits = tf.cast(self._student_logits(x, training=True), tf.float32)
+                adv_logits = None
+            fidelity = _kl_per_example(teacher_logits, logits, tau)
+            if adv_logits is None:
+                robustness = tf.zeros_like(fidelity)
+            elif self.robust_target == "teacher":
+                robustness = _kl_per_example(teacher_logits, adv_logits, tau)
+            else:
+                robustness = tf.nn.sparse_softmax_cross_entropy_with_logits(y, adv_logits)
+            fidelity_violation = tf.nn.relu(fidelity - self.fidelity_bound)
+            robustness_violation = tf.nn.relu(robustness - self.robustness_bound)
+            per_example = (tf.gather(self.fidelity_multipliers.value, index) * fidelity_violation
+                           + tf.gather(self.robustness_multipliers.value, index)
+                           * robustness_violation)
+            if self.label_weight:
+                per_example += self.label_weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    y, logits)
+            if sample_weight is not None:
+                sw = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+                data_term = tf.reduce_sum(sw * per_example) / tf.maximum(tf.reduce_sum(sw), 1e-12)
+            else:
+                data_term = tf.reduce_mean(per_example)
+            l1 = tf.add_n([tf.reduce_sum(tf.abs(w.value * tf.cast(m.value, w.dtype)))
+                           for w, m in self._pruned_weights()]) / self.num_prunable
+            l1 = tf.cast(l1, tf.float32)
+            loss = self.sparsity_weight * l1 + data_term
+            if self.student.losses:
+                loss += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+
+        ones = tf.ones_like(fidelity_violation)
+        for buffer, values in ((self.fidelity_violations, fidelity_violation),
+                               (self.robustness_violations, robustness_violation),
+                               (self.violation_counts, ones)):
+            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index[:, None],
+                                                   tf.stop_gradient(values)))
+
+        if self._loss_tracker is not None:
+            self._loss_tracker.update_state(loss, sample_weight=batch)
+        self.fidelity_tracker.update_state(fidelity_violation)
+        self.robustness_tracker.update_state(robustness_violation)
+        self.l1_tracker.update_state(l1)
+        if adv_logits is not None:
+            self.adv_accuracy_tracker.update_state(y, adv_logits)
+        y_pred = logits if self._outputs_logits else tf.nn.softmax(logits)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def test_step(self, data):
+        x, y, _, sample_weight = self._unpack(data)
+        logs = super().test_step((x, y) if sample_weight is None else (x, y, sample_weight))
+        return {k: v for k, v in logs.items() if k not in TRAINING_METRICS}
+
+    # ------------------------------------------------------------ config
+
+    def get_config(self):
+        return {
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "attack": None if self.attack is None else keras.saving.serialize_keras_object(self.attack),
+            "fidelity_bound": self.fidelity_bound,
+            "robustness_bound": self.robustness_bound,
+            "sparsity_weight": self.sparsity_weight,
+            "label_weight": self.label_weight,
+            "temperature": self.temperature,
+            "robust_target": self.robust_target,
+            "initial_multiplier": self.initial_multiplier,
+            "num_examples": self.num_examples,
+            "from_logits": self.from_logits,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("student", "teacher", "attack"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects)
+        return cls(**config)

@@ -1,0 +1,96 @@
+"""Which weights of which layer type may be pruned.
+
+The registry is data: a table from Keras layer class to the attribute paths of
+its prunable weights (METHOD.md, "Prunable weights"). Biases and normalisation
+parameters never appear here. Users add their own layer types with
+`register_prunable`.
+
+Example:
+
+>>> import keras
+>>> from deadwood_tf import prune_registry
+>>> prune_registry.prunable_weight_paths(keras.layers.Dense(4))
+('kernel',)
+"""
+
+from __future__ import annotations
+
+import keras
+
+_REGISTRY: dict[type, tuple[str, ...]] = {
+    keras.layers.Dense: ("kernel",),
+    keras.layers.EinsumDense: ("kernel",),
+    keras.layers.Conv1D: ("kernel",),
+    keras.layers.Conv2D: ("kernel",),
+    keras.layers.Conv3D: ("kernel",),
+    keras.layers.Conv1DTranspose: ("kernel",),
+    keras.layers.Conv2DTranspose: ("kernel",),
+    keras.layers.Conv3DTranspose: ("kernel",),
+    keras.layers.DepthwiseConv1D: ("kernel",),
+    keras.layers.DepthwiseConv2D: ("kernel",),
+    keras.layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
+    keras.layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
+    keras.layers.Embedding: ("embeddings",),
+    keras.layers.MultiHeadAttention: (
+        "_query_dense.kernel",
+        "_key_dense.kernel",
+        "_value_dense.kernel",
+        "_output_dense.kernel",
+    ),
+}
+
+
+def register_prunable(layer_class: type, weight_paths: tuple[str, ...] | list[str]) -> None:
+    """Declares which weights of `layer_class` (and its subclasses) are prunable.
+
+    `weight_paths` are attribute paths from the layer to a Keras variable,
+    dots for sub-layers (e.g. `"_query_dense.kernel"`).
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(
+            "Invalid value for argument `layer_class`: expected a subclass of "
+            f"keras.layers.Layer. Received: layer_class={layer_class!r}"
+        )
+    paths = tuple(weight_paths)
+    if not paths or not all(isinstance(p, str) and p for p in paths):
+        raise ValueError(
+            "Invalid value for argument `weight_paths`: expected a non-empty "
+            f"list of attribute paths. Received: weight_paths={weight_paths!r}"
+        )
+    _REGISTRY[layer_class] = paths
+
+
+def prunable_weight_paths(layer: keras.layers.Layer) -> tuple[str, ...]:
+    """The prunable weight paths of `layer`, or `()` if its type is not prunable.
+
+    The most specific registered class in the layer's MRO wins, so a subclass of
+    `Dense` is pruned like `Dense` unless registered itself.
+    """
+    for cls in type(layer).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return ()
+
+
+def is_prunable(layer: keras.layers.Layer) -> bool:
+    return bool(prunable_weight_paths(layer))
+
+
+def resolve_weight(layer: keras.layers.Layer, path: str) -> keras.Variable:
+    """The Keras variable at attribute `path` of a built `layer`."""
+    obj = layer
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) has no weight at "
+                f"'{path}'. Is the layer built?"
+            )
+    if not isinstance(obj, keras.Variable):
+        # LoRA-enabled and quantized layers expose a computed tensor instead.
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}): '{path}' is not a "
+            f"plain variable (got {type(obj).__name__}); LoRA-enabled or "
+            "quantized layers cannot be pruned."
+        )
+    return obj
