@@ -9,12 +9,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 
 import numpy as np
 import keras
 import tensorflow as tf
+from absl import logging
 
 from deadwood_tf import prune
 
@@ -22,11 +25,10 @@ QUANTIZE_MODES = (None, "dynamic", "float16")
 
 
 def _convert(model, sparse: bool, quantize) -> bytes:
-    spec = [tf.TensorSpec([None, *inp.shape[1:]], inp.dtype or tf.float32, name=f"input_{i}")
-            for i, inp in enumerate(model.inputs)]
-    fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
-    concrete = fn.get_concrete_function(*spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # from_keras_model, not from_concrete_functions(..., model): with Keras 3 the
+    # latter freezes wrong weights (NaN/inf outputs seen with TF 2.21).
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints a summary
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = []
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
@@ -35,14 +37,22 @@ def _convert(model, sparse: bool, quantize) -> bytes:
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     converter.optimizations = optimizations
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
-def run_tflite(path_or_bytes, x: np.ndarray, num_threads: int | None = None) -> np.ndarray:
-    """Runs a single-input, single-output `.tflite` model with LiteRT on a batch `x`."""
-    from ai_edge_litert.interpreter import Interpreter
+def run_tflite(path_or_bytes, x: np.ndarray, num_threads: int | None = None,
+               builtin_kernels: bool = False) -> np.ndarray:
+    """Runs a single-input, single-output `.tflite` model with LiteRT on a batch `x`.
+
+    `builtin_kernels=True` runs without the default delegate (XNNPack), which
+    some files need (e.g. sparse weights with dynamic-range quantization).
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kwargs = {"num_threads": num_threads} if num_threads else {}
+    if builtin_kernels:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if isinstance(path_or_bytes, (bytes, bytearray)):
         interpreter = Interpreter(model_content=bytes(path_or_bytes), **kwargs)
     else:
@@ -77,7 +87,10 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
     Returns:
       dict with `path`, `bytes`, `dense_bytes` (the same export without
       sparse storage), `max_abs_diff` and `top1_agreement` (the fraction of
-      samples whose arg-max class agrees), `sparse`, `quantize`.
+      samples whose arg-max class agrees), `sparse`, `quantize`, and
+      `runs_on_default_interpreter`: False when LiteRT's default XNNPack
+      delegate refuses the file, which was then verified with the built-in
+      kernels (`run_tflite(..., builtin_kernels=True)`).
 
     Raises:
       ValueError: bad `quantize`, a model with several inputs or outputs, or
@@ -111,7 +124,21 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
     content = _convert(model, sparse, quantize)
     dense_bytes = len(content) if not sparse else len(_convert(model, False, quantize))
     reference = np.asarray(model(sample_inputs, training=False))
-    got = run_tflite(content, sample_inputs)
+    try:
+        got = run_tflite(content, sample_inputs)
+        default_interpreter = True
+    except RuntimeError as e:
+        if "delegate" not in str(e):
+            raise
+        # XNNPack refuses some sparse layouts (sparse + quantized weights); the
+        # built-in kernels run them. Verify under that setting and say so.
+        got = run_tflite(content, sample_inputs, builtin_kernels=True)
+        default_interpreter = False
+        logging.warning(
+            "deadwood_tf: the exported file does not run with LiteRT's default XNNPack "
+            "delegate (%s); it was verified with the built-in kernels: create the "
+            "interpreter with experimental_op_resolver_type="
+            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES.", str(e).splitlines()[0])
     max_abs_diff = float(np.max(np.abs(got - reference)))
     agreement = float(np.mean(got.argmax(-1) == reference.argmax(-1)))
     tolerance = atol * max(1.0, float(np.max(np.abs(reference))))
@@ -135,4 +162,5 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
         raise
     return {"path": path, "bytes": len(content), "dense_bytes": dense_bytes,
             "max_abs_diff": max_abs_diff, "top1_agreement": agreement,
-            "sparse": sparse, "quantize": quantize}
+            "sparse": sparse, "quantize": quantize,
+            "runs_on_default_interpreter": default_interpreter}

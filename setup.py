@@ -1,0 +1,29 @@
+"""deadwood_tf: robust one-shot global pruning (Deadwooding) for Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="deadwood_tf",
+    version="0.1.0",
+    description="Deadwooding for Keras 3: global pruning that keeps accuracy and "
+                "adversarial robustness, with verified sparse TFLite export.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["deadwood_tf", "deadwood_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.0,<4",
+        "tensorflow-model-optimization>=0.8",
+        # tfmot's pruning schedules import tf_keras once Keras 3 is the default.
+        "tf_keras>=2.21,<2.22",
+        "cleverhans==4.0.0",
+        "absl-py",
+        "ml-collections",
+        "ai-edge-litert",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest", "scikit-learn"],
+    },
+)
