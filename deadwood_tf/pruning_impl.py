@@ -20,10 +20,8 @@ SCOPES = ("global", "layer")
 
 def check_sparsity(value, name: str = "target_sparsity") -> float:
     """Returns `value` as a float in [0, 1) or raises a ValueError naming `name`."""
-    try:
-        ok = not isinstance(value, bool) and 0.0 <= float(value) < 1.0
-    except (TypeError, ValueError):
-        ok = False
+    ok = (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, bool) and 0.0 <= float(value) < 1.0)
     if not ok:
         raise ValueError(
             f"Invalid value for argument `{name}`: expected a float in [0, 1). "

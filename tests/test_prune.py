@@ -1,0 +1,191 @@
+import keras
+import numpy as np
+import pytest
+import tf_keras
+
+import deadwood_tf as dw
+from conftest import small_cnn
+
+
+def _functional_with_nested_and_shared():
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(12, name="inner_fc")],
+                             name="inner")
+    shared = keras.layers.Dense(6, name="shared")
+    inp = keras.Input((6,))
+    a = shared(inp)
+    b = shared(keras.layers.Activation("relu")(a))
+    out = keras.layers.Dense(3, name="head")(inner(b))
+    return keras.Model(inp, out)
+
+
+def test_prune_model_copies_the_function_and_leaves_the_input_model_alone(teacher, digits):
+    x = digits[2][:50]
+    before = [w.copy() for w in teacher.get_weights()]
+    wrapped = dw.prune_model(teacher)
+    np.testing.assert_allclose(wrapped(x), teacher(x), atol=1e-6)
+    assert all(isinstance(wrapped.get_layer(n), dw.PruningWrapper)
+               for n in ("conv1", "conv2", "fc1", "logits"))
+    dw.apply_sparsity(wrapped, 0.8)
+    assert all((a == b).all() for a, b in zip(before, teacher.get_weights()))
+    assert not dw.pruning_wrappers(teacher)
+
+
+def test_nested_and_shared_layers_are_wrapped_once_and_computed_identically():
+    keras.utils.set_random_seed(0)
+    model = _functional_with_nested_and_shared()
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    wrapped = dw.prune_model(model)
+    np.testing.assert_allclose(wrapped(x), model(x), atol=1e-6)
+    names = [w.name for w in dw.pruning_wrappers(wrapped)]
+    assert sorted(names) == ["head", "inner_fc", "shared"]
+    dw.apply_sparsity(wrapped, 0.5)
+    report = dw.sparsity_report(wrapped)
+    assert report.zeros == round(0.5 * report.size)
+    stripped = dw.strip_pruning(wrapped)
+    np.testing.assert_allclose(stripped(x), wrapped(x), atol=1e-5)
+
+
+def test_exclude_by_name_and_by_predicate(teacher):
+    wrapped = dw.prune_model(teacher, exclude=["logits"])
+    assert [w.name for w in dw.pruning_wrappers(wrapped)] == ["conv1", "conv2", "fc1"]
+    wrapped = dw.prune_model(teacher, exclude=lambda layer: isinstance(layer, keras.layers.Conv2D))
+    assert [w.name for w in dw.pruning_wrappers(wrapped)] == ["fc1", "logits"]
+
+
+def test_bad_models_and_arguments_get_clear_errors(teacher):
+    with pytest.raises(ValueError, match=r"`exclude`.*'nope'"):
+        dw.prune_model(teacher, exclude=["nope"])
+    with pytest.raises(ValueError, match="no prunable layer"):
+        dw.prune_model(teacher, exclude=lambda layer: True)
+    with pytest.raises(ValueError, match="no prunable layer"):
+        dw.prune_model(keras.Sequential([keras.Input((4,)), keras.layers.ReLU()]))
+    k2 = tf_keras.Sequential([tf_keras.layers.Dense(3, input_shape=(4,))])
+    with pytest.raises(ValueError, match="Keras 2"):
+        dw.prune_model(k2)
+    with pytest.raises(ValueError, match="already wrapped"):
+        dw.prune_model(dw.prune_model(teacher))
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    sub = Sub()
+    sub(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="subclassed"):
+        dw.prune_model(sub)
+    wrapped = dw.prune_model(teacher)
+    with pytest.raises(ValueError, match=r"`sparsity`.*Received: sparsity=1.0"):
+        dw.apply_sparsity(wrapped, 1.0)
+    assert dw.sparsity_report(wrapped).zeros == 0  # nothing half-done
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (keras.layers.Conv1D(4, 3), (10, 3)),
+    (keras.layers.Conv2DTranspose(4, 3), (5, 5, 2)),
+    (keras.layers.DepthwiseConv2D(3), (6, 6, 3)),
+    (keras.layers.SeparableConv2D(4, 3), (6, 6, 3)),
+    (keras.layers.Embedding(20, 4), (7,)),
+    (keras.layers.EinsumDense("ab,bc->ac", output_shape=5), (3,)),
+])
+def test_every_registered_layer_type_is_masked(layer, shape):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(shape, dtype="int32" if isinstance(layer, keras.layers.Embedding) else "float32")
+    model = keras.Model(inp, layer(inp))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (4, *shape)) if isinstance(layer, keras.layers.Embedding) \
+        else rng.normal(size=(4, *shape)).astype("float32")
+    wrapped = dw.prune_model(model)
+    dw.apply_sparsity(wrapped, 0.6)
+    report = dw.sparsity_report(wrapped)
+    assert report.zeros == round(0.6 * report.size)
+    stripped = dw.strip_pruning(wrapped)
+    np.testing.assert_allclose(stripped(x), wrapped(x), atol=1e-5)
+    assert dw.sparsity_report(stripped).zeros == report.zeros
+
+
+def test_multi_head_attention_projections_are_masked():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5, 8))
+    out = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")(inp, inp)
+    model = keras.Model(inp, out)
+    wrapped = dw.prune_model(model)
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    np.testing.assert_allclose(wrapped(x), model(x), atol=1e-5)
+    dw.apply_sparsity(wrapped, 0.7)
+    report = dw.sparsity_report(wrapped)
+    assert len(report.weights) == 4 and report.zeros == round(0.7 * report.size)
+    np.testing.assert_allclose(dw.strip_pruning(wrapped)(x), wrapped(x), atol=1e-5)
+
+
+def test_masked_weights_stay_zero_through_training_with_momentum(teacher, digits):
+    x, y, _, _ = digits
+    wrapped = dw.prune_model(teacher)
+    # Momentum first, so the optimizer slots of soon-masked weights are non-zero.
+    wrapped.compile(keras.optimizers.Adam(1e-2, weight_decay=1e-3),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    wrapped.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
+    dw.apply_sparsity(wrapped, 0.9)
+    zeros_before = [(np.asarray(m.numpy()) == 0) for w in dw.pruning_wrappers(wrapped)
+                    for _, _, m in w.pruned_weights()]
+    wrapped.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0)
+    for (_, weight, mask), was_masked in zip(
+            [e for w in dw.pruning_wrappers(wrapped) for e in w.pruned_weights()], zeros_before):
+        assert (np.asarray(mask.numpy()) == 0).tolist() == was_masked.tolist()
+        assert np.all(np.asarray(weight.numpy())[was_masked] == 0)
+
+
+def test_gradual_cuts_never_revive_weights(teacher):
+    wrapped = dw.prune_model(teacher)
+    dw.apply_sparsity(wrapped, 0.5)
+    first = [np.asarray(m.numpy()) for w in dw.pruning_wrappers(wrapped) for _, _, m in w.pruned_weights()]
+    dw.apply_sparsity(wrapped, 0.8)
+    second = [np.asarray(m.numpy()) for w in dw.pruning_wrappers(wrapped) for _, _, m in w.pruned_weights()]
+    assert all(np.all(b[a == 0] == 0) for a, b in zip(first, second))
+    assert dw.sparsity_report(wrapped).sparsity == pytest.approx(0.8, abs=1e-5)
+
+
+def test_strip_pruning_gives_a_plain_model_that_saves_without_custom_objects(teacher, digits, tmp_path):
+    x = digits[2][:64]
+    wrapped = dw.prune_model(teacher)
+    dw.apply_sparsity(wrapped, 0.9)
+    stripped = dw.strip_pruning(wrapped)
+    assert not any("deadwood" in type(l).__module__ for l in stripped.layers)
+    np.testing.assert_allclose(stripped(x), wrapped(x), atol=1e-5)
+    for w in dw.pruning_wrappers(wrapped):
+        for _, _, mask in w.pruned_weights():
+            kernel = stripped.get_layer(w.name).kernel.numpy()
+            assert np.all(kernel[np.asarray(mask.numpy()) == 0] == 0)
+    path = tmp_path / "stripped.keras"
+    stripped.save(path)
+    loaded = keras.models.load_model(path, custom_objects={}, safe_mode=True)
+    np.testing.assert_allclose(loaded(x), wrapped(x), atol=1e-5)
+
+
+def test_wrapped_model_round_trips_through_keras_file_with_safe_mode(teacher, digits, tmp_path):
+    x = digits[2][:32]
+    wrapped = dw.prune_model(teacher)
+    dw.apply_sparsity(wrapped, 0.75)
+    path = tmp_path / "wrapped.keras"
+    wrapped.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded(x), wrapped(x))
+    for a, b in zip(dw.pruning_wrappers(loaded), dw.pruning_wrappers(wrapped)):
+        for (_, wa, ma), (_, wb, mb) in zip(a.pruned_weights(), b.pruned_weights()):
+            np.testing.assert_array_equal(ma.numpy(), mb.numpy())
+            np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+
+
+def test_sparsity_report_lists_every_prunable_weight(teacher):
+    wrapped = dw.prune_model(teacher)
+    dw.apply_sparsity(wrapped, 0.9, scope="layer")
+    report = dw.sparsity_report(wrapped)
+    assert [w.name for w in report.weights] == ["conv1/kernel", "conv2/kernel", "fc1/kernel",
+                                                "logits/kernel"]
+    assert all(abs(w.sparsity - 0.9) < 0.01 for w in report.weights)
+    assert report.size == sum(np.prod(l.kernel.shape) for l in teacher.layers if hasattr(l, "kernel"))
+    assert "global" in str(report) and report.as_dict()["zeros"] == report.zeros
+    assert dw.sparsity_report(teacher).zeros == 0
