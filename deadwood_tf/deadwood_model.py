@@ -64,8 +64,8 @@ class DeadwoodModel(keras.Model):
 
     Args:
       student: the model to prune, from `prune_model(teacher)` (it carries masks).
-      teacher: the trained dense model; it is set non-trainable and only run
-        in inference mode.
+      teacher: the trained dense model; it is never updated (only the
+        student's weights are trainable here) and only run in inference mode.
       attack: a `deadwood_tf.attacks` object (e.g. `PGD(eps=0.3, steps=7)`)
         that makes the adversarial examples of the robustness constraint, or
         None for distillation-only pruning. Required.
@@ -147,7 +147,6 @@ class DeadwoodModel(keras.Model):
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher
-        self.teacher.trainable = False
         self.attack = attack
         self.robust_target = robust_target
         for k, v in hyper.items():
@@ -170,6 +169,16 @@ class DeadwoodModel(keras.Model):
         self.built = True
 
     # ------------------------------------------------------------ state
+
+    @property
+    def trainable_weights(self):
+        # The teacher stays frozen without touching its `trainable` flag (the
+        # caller's model is left as it was), and the optimizer holds no slots for it.
+        return list(self.student.trainable_weights) if self.trainable else []
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
 
     def _pruned_weights(self):
         # Looked up each time rather than stored: a stored list of variables
@@ -308,12 +317,21 @@ class DeadwoodModel(keras.Model):
     def build(self, input_shape=None):
         self.built = True
 
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
-        """`keras.Model.compile`; `loss` defaults to sparse categorical cross-entropy
-        (from logits or probabilities, as the student outputs), used by `evaluate`."""
-        if loss is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=self._outputs_logits)
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss; without one (`compile(loss=None)`, the default),
+        sparse categorical cross-entropy of the student, as `evaluate` reports."""
+        if self._compile_loss is not None or y is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        ce = keras.losses.sparse_categorical_crossentropy(
+            self._labels(y), y_pred, from_logits=self._outputs_logits)
+        if sample_weight is not None:
+            sw = tf.reshape(tf.cast(sample_weight, ce.dtype), [-1])
+            ce = tf.reduce_sum(sw * ce) / tf.maximum(tf.reduce_sum(sw), 1e-12)
+        else:
+            ce = tf.reduce_mean(ce)
+        if self.losses:
+            ce += tf.add_n([tf.cast(l, ce.dtype) for l in self.losses])
+        return ce
 
     def train_step(self, data):
         x, y, index, sample_weight = self._unpack(data)

@@ -1,0 +1,96 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import deadwood_tf as dw
+from conftest import small_cnn, train
+
+
+@pytest.mark.parametrize("attack", [
+    dw.FGSM(0.1),
+    dw.PGD(0.1, steps=5, step_size=0.03),
+    dw.PGD(0.1, steps=5, step_size=0.03, random_start=False),
+    dw.FGSM(0.5, norm="l2"),
+    dw.PGD(0.5, steps=5, step_size=0.2, norm=2),
+], ids=lambda a: a.name)
+def test_attacks_stay_in_the_ball_and_the_input_range_and_hurt_accuracy(attack, teacher, digits):
+    x, y = digits[2][:200], digits[3][:200]
+    x_adv = attack(lambda t: teacher(t, training=False), tf.constant(x), tf.constant(y)).numpy()
+    delta = (x_adv - x).reshape(len(x), -1)
+    norms = np.abs(delta).max(1) if attack.norm == np.inf else np.linalg.norm(delta, axis=1)
+    assert norms.max() <= attack.eps + 1e-5
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    clean = np.mean(teacher(x).numpy().argmax(1) == y)
+    robust = np.mean(teacher(x_adv).numpy().argmax(1) == y)
+    assert robust < clean - 0.1
+
+
+def test_attacks_run_inside_tf_function(teacher, digits):
+    x, y = digits[2][:64], digits[3][:64]
+    pgd = dw.PGD(0.1, steps=3)
+
+    @tf.function
+    def make(xb, yb):
+        return pgd(lambda t: teacher(t, training=False), xb, yb)
+
+    assert make(tf.constant(x), tf.constant(y)).shape == x.shape
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm(teacher, digits):
+    x, y = digits[2], digits[3]
+    res = dw.evaluate_robustness(teacher, x, y, [dw.FGSM(0.1), dw.PGD(0.1, 20, 0.01)])
+    assert set(res) == {"clean", "fgsm_linf_0.1", "pgd20_linf_0.1"}
+    assert res["clean"] > 0.9
+    assert res["pgd20_linf_0.1"] <= res["fgsm_linf_0.1"] < res["clean"]
+
+
+def test_softmax_models_get_their_exact_logits_back(digits):
+    keras.utils.set_random_seed(2)
+    x, y, xt, yt = digits
+    probs = train(small_cnn(softmax=True), x, y, epochs=8, from_logits=False)
+    fn = dw.attacks.logits_fn(probs)
+    logits = fn(tf.constant(xt[:20])).numpy()
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), probs(xt[:20]).numpy(), atol=1e-5)
+    assert np.abs(logits).max() > 1.5  # real logits, not probabilities
+    # The model itself still outputs probabilities afterwards.
+    np.testing.assert_allclose(probs(xt[:5]).numpy().sum(1), 1.0, atol=1e-5)
+    # Attacks through a softmax model are as strong as through its logits.
+    res = dw.evaluate_robustness(probs, xt, yt, [dw.PGD(0.1, 10, 0.025)])
+    assert res["pgd10_linf_0.1"] < res["clean"] - 0.2
+
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Dense(10)(keras.layers.Flatten()(inp))
+    separate = keras.Model(inp, keras.layers.Softmax()(h))
+    assert dw.attacks.outputs_probabilities(separate)
+    out = dw.attacks.logits_fn(separate)(xt[:3]).numpy()
+    np.testing.assert_allclose(tf.nn.softmax(out).numpy(), separate(xt[:3]).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: dw.PGD(-0.1), "`eps`"),
+    (lambda: dw.FGSM(float("nan")), "`eps`"),
+    (lambda: dw.PGD(0.1, steps=0), "`steps`"),
+    (lambda: dw.PGD(0.1, norm=1), "`norm`"),
+    (lambda: dw.FGSM(0.1, clip_min=1.0, clip_max=0.0), "clip_min"),
+])
+def test_bad_attack_arguments_are_rejected(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_evaluate_robustness_checks_its_inputs(teacher, digits):
+    x, y = digits[2][:10], digits[3][:9]
+    with pytest.raises(ValueError, match="as many labels"):
+        dw.evaluate_robustness(teacher, x, y, [])
+    with pytest.raises(ValueError, match="`attacks`"):
+        dw.evaluate_robustness(teacher, x, digits[3][:10], ["pgd"])
+    ds = tf.data.Dataset.from_tensor_slices((digits[2][:100], digits[3][:100])).batch(32)
+    from_ds = dw.evaluate_robustness(teacher, ds)
+    assert from_ds["clean"] == dw.evaluate_robustness(teacher, digits[2][:100], digits[3][:100])["clean"]
+
+
+def test_attacks_serialize():
+    pgd = dw.PGD(0.3, steps=7, step_size=0.05, norm="l2", random_start=False)
+    back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pgd))
+    assert isinstance(back, dw.PGD) and back.get_config() == pgd.get_config()
