@@ -1,0 +1,62 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import deadwood_tf as dw
+
+
+@pytest.fixture(scope="module")
+def pruned(teacher):
+    wrapped = dw.prune_model(teacher)
+    dw.apply_sparsity(wrapped, 0.9)
+    return wrapped
+
+
+def test_sparse_float_export_matches_keras_and_is_smaller(pruned, digits, tmp_path):
+    x = digits[2][:64]
+    path = tmp_path / "m.tflite"
+    info = dw.export_tflite(pruned, path, sample_inputs=x)  # wrapped: stripped first
+    assert path.exists() and os.path.getsize(path) == info["bytes"]
+    assert info["max_abs_diff"] <= 1e-4 and info["top1_agreement"] == 1.0
+    assert info["bytes"] < 0.4 * info["dense_bytes"]
+    assert info["runs_on_default_interpreter"]
+    out = dw.run_tflite(path, x)
+    np.testing.assert_allclose(out, dw.strip_pruning(pruned)(x), atol=1e-4)
+
+
+def test_dense_export_has_the_dense_size(pruned, tmp_path):
+    info = dw.export_tflite(dw.strip_pruning(pruned), tmp_path / "d.tflite", sparse=False)
+    assert info["bytes"] == info["dense_bytes"]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "float16"])
+def test_quantized_exports_are_verified_by_class_agreement(mode, pruned, digits, tmp_path):
+    x = digits[2][:128]
+    info = dw.export_tflite(pruned, tmp_path / f"{mode}.tflite", quantize=mode, sample_inputs=x)
+    assert info["top1_agreement"] >= 0.95
+    assert info["bytes"] < info["dense_bytes"]
+    out = dw.run_tflite(tmp_path / f"{mode}.tflite", x,
+                        builtin_kernels=not info["runs_on_default_interpreter"])
+    assert np.mean(out.argmax(1) == digits[3][:128]) > 0.85
+
+
+def test_bad_arguments_leave_existing_files_untouched(pruned, tmp_path):
+    path = tmp_path / "keep.tflite"
+    path.write_bytes(b"old")
+    with pytest.raises(ValueError, match="`quantize`.*Received: quantize='int4'"):
+        dw.export_tflite(pruned, path, quantize="int4")
+    with pytest.raises(ValueError, match="`sample_inputs`"):
+        dw.export_tflite(pruned, path, sample_inputs=np.zeros((4, 3, 3, 1)))
+    assert path.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_export_refuses_to_write_a_file_that_disagrees_with_keras(pruned, tmp_path, monkeypatch):
+    path = tmp_path / "bad.tflite"
+    real = dw.export.run_tflite
+    monkeypatch.setattr(dw.export, "run_tflite", lambda *a, **k: real(*a, **k) + 1.0)
+    with pytest.raises(ValueError, match="does not match the Keras model"):
+        dw.export_tflite(pruned, path)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
