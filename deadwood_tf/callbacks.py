@@ -48,7 +48,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
       dual_step_size: step of the multipliers' update; a float for both
         constraints or a pair `(fidelity, robustness)`.
       max_multiplier: the multipliers are clipped to `[0, max_multiplier]`.
-      verbose: 1 logs each cut.
+      verbose: 1 prints a line at each cut.
 
     Writes into `logs` at each epoch end: `sparsity`, and the mean and max of
     both multipliers (`fidelity_multiplier_mean`, ..._max,
@@ -128,8 +128,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
         reached = prune.apply_sparsity(self.model, sparsity, scope=self.scope,
                                        min_keep=self.min_keep)
         if self.verbose:
-            logging.info("deadwood_tf: %s cut to sparsity %.4f (measured %.4f)",
-                         when, sparsity, reached)
+            print(f"deadwood_tf: {when} cut to sparsity {sparsity:.4f} (measured {reached:.4f})",
+                  flush=True)
         return reached
 
     def _one_shot_epoch(self):

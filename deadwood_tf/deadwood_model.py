@@ -301,10 +301,14 @@ class DeadwoodModel(keras.Model):
                 and self.num_classes > 1:
             y = tf.argmax(y, axis=-1)
         y = tf.reshape(tf.cast(y, tf.int64), [-1])
-        tf.debugging.assert_non_negative(y, message="labels `y` must be >= 0")
-        tf.debugging.assert_less(
-            y, tf.constant(self.num_classes, tf.int64),
-            message=f"labels `y` must be < {self.num_classes} (the models' output size)")
+        checks = [
+            tf.debugging.assert_non_negative(y, message="labels `y` must be >= 0"),
+            tf.debugging.assert_less(
+                y, tf.constant(self.num_classes, tf.int64),
+                message=f"labels `y` must be < {self.num_classes} (the models' output size)"),
+        ]
+        with tf.control_dependencies(checks):  # before any op consumes the labels
+            y = tf.identity(y)
         return y
 
     # ------------------------------------------------------------ steps
@@ -350,9 +354,10 @@ class DeadwoodModel(keras.Model):
                 self._warned_no_index = True
             index = tf.zeros([batch], tf.int64)
         index = tf.reshape(tf.cast(index, tf.int64), [-1])
-        tf.debugging.assert_less(
-            index, tf.constant(self.num_examples, tf.int64),
-            message=f"example indices must be < num_examples={self.num_examples}")
+        with tf.control_dependencies([tf.debugging.assert_less(
+                index, tf.constant(self.num_examples, tf.int64),
+                message=f"example indices must be < num_examples={self.num_examples}")]):
+            index = tf.identity(index)
 
         student_fn = lambda t: self._student_logits(t, training=False)  # noqa: E731
         x_adv = self.attack(student_fn, x, y) if self.attack is not None else None

@@ -268,3 +268,10 @@ def test_bad_arguments_get_clear_errors_and_change_nothing(teacher, digits):
     tf_bad = tf.data.Dataset.from_tensor_slices((x, bad)).batch(64)
     with pytest.raises(tf.errors.InvalidArgumentError, match="labels `y` must be < 10"):
         make(teacher).fit(tf_bad, epochs=1, verbose=0)
+
+
+def test_out_of_range_example_indices_are_refused(teacher, digits):
+    x, y = digits[0][:64], digits[1][:64]
+    ds = tf.data.Dataset.from_tensor_slices((x, y, np.arange(64) + 10)).batch(32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="indices must be < num_examples=64"):
+        make(teacher, num_examples=64).fit(ds, epochs=1, verbose=0)
