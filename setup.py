@@ -22,6 +22,10 @@ setup(
         "ml-collections",
         "ai-edge-litert",
         "numpy",
+        # TensorFlow 2.21 no longer pulls these in; the training binary writes
+        # TensorBoard logs and PNG plots.
+        "tensorboard",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "scikit-learn"],

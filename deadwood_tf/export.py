@@ -24,10 +24,23 @@ from deadwood_tf import prune
 QUANTIZE_MODES = (None, "dynamic", "float16")
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silences the converter's stdout summary and its INFO logging."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _convert(model, sparse: bool, quantize) -> bytes:
     # from_keras_model, not from_concrete_functions(..., model): with Keras 3 the
     # latter freezes wrong weights (NaN/inf outputs seen with TF 2.21).
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints a summary
+    with _quiet():  # Keras' export prints a summary
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = []
     if sparse:
@@ -37,7 +50,7 @@ def _convert(model, sparse: bool, quantize) -> bytes:
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     converter.optimizations = optimizations
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         return converter.convert()
 
 

@@ -48,6 +48,8 @@ def pytest_suite(
         deps = [],
         data = [],
         slow = [],
+        sizes = {},
+        extra_deps = {},
         fast_size = "medium",
         fast_timeout = "moderate",
         slow_size = "large",
@@ -66,6 +68,12 @@ def pytest_suite(
       slow: modules (paths as in srcs, or bare target names such as
         "test_foo") that are slow: they get slow_size/slow_timeout and the
         "slow" tag; all others get fast_size/fast_timeout and the "fast" tag.
+      sizes: {module or target name: size} for fast tests whose size differs
+        from fast_size (e.g. "small"); their timeout is Bazel's default for
+        that size.  Slow tests always get slow_size.
+      extra_deps: {module or target name: [labels]} added to the deps of that
+        one test only (e.g. a test that runs tools/ binaries or reads
+        configs/), so other tests do not rerun when those files change.
       fast_size, fast_timeout, slow_size, slow_timeout: py_test size/timeout.
       fast_suite, slow_suite: names of the generated test_suites (None to
         skip one).
@@ -81,13 +89,20 @@ def pytest_suite(
         known[src] = True
         known[name] = True
         is_slow = src in slow or name in slow
+        size = sizes.get(src, sizes.get(name))
+        if is_slow:
+            size, timeout = slow_size, slow_timeout
+        elif size:
+            timeout = None  # Bazel's default for the size
+        else:
+            size, timeout = fast_size, fast_timeout
         pytest_test(
             name = name,
             src = src,
-            deps = deps,
+            deps = deps + extra_deps.get(src, extra_deps.get(name, [])),
             data = data,
-            size = slow_size if is_slow else fast_size,
-            timeout = slow_timeout if is_slow else fast_timeout,
+            size = size,
+            timeout = timeout,
             tags = ["slow" if is_slow else "fast"],
             **kwargs
         )
@@ -96,10 +111,11 @@ def pytest_suite(
         else:
             fast_tests.append(":" + name)
 
-    for entry in slow:
-        if entry not in known:
-            # A typo or a deleted module must not silently make the list stale.
-            fail("pytest_suite: slow test %r matches no module in srcs" % entry)
+    for what, entries in [("slow", slow), ("sizes", sizes), ("extra_deps", extra_deps)]:
+        for entry in entries:
+            if entry not in known:
+                # A typo or a deleted module must not silently make a list stale.
+                fail("pytest_suite: %s entry %r matches no module in srcs" % (what, entry))
 
     # An empty `tests` list in test_suite means "every test in the package
     # (matching `tags`)", so an empty group selects by its tag instead and

@@ -1,0 +1,1 @@
+"""absl mains of the tools; `tools/*.py` and the console scripts call them."""

@@ -1,0 +1,105 @@
+"""Reference architectures, sized by config. All output logits.
+
+>>> model = build_model("small_cnn", input_shape=(28, 28, 1), num_classes=10)
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+MODELS = ("mlp", "lenet5", "small_cnn", "vgg", "resnet")
+
+
+def mlp(input_shape, num_classes, width=256, depth=2):
+    x = inp = keras.Input(input_shape)
+    x = layers.Flatten()(x)
+    for i in range(depth):
+        x = layers.Dense(width, activation="relu", name=f"fc{i + 1}")(x)
+    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="mlp")
+
+
+def lenet5(input_shape, num_classes, width=6, depth=2):
+    del depth
+    pad = "same" if min(input_shape[:2]) < 28 else "valid"
+    return keras.Sequential([
+        keras.Input(input_shape),
+        layers.Conv2D(width, 5, padding="same", activation="relu", name="conv1"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(16 * width // 6, 5, padding=pad, activation="relu", name="conv2"),
+        layers.MaxPooling2D(),
+        layers.Flatten(),
+        layers.Dense(120, activation="relu", name="fc1"),
+        layers.Dense(84, activation="relu", name="fc2"),
+        layers.Dense(num_classes, name="logits"),
+    ], name="lenet5")
+
+
+def small_cnn(input_shape, num_classes, width=32, depth=2):
+    """Conv(w,3)-MaxPool-Conv(2w,3)-MaxPool-Dense(4w)-Dense(classes): with w=32 on
+    28x28 inputs, the 225k-parameter CNN of the benchmark protocol."""
+    x = inp = keras.Input(input_shape)
+    for i in range(depth):
+        x = layers.Conv2D(width * 2**i, 3, activation="relu", name=f"conv{i + 1}")(x)
+        if min(x.shape[1:3]) >= 2:
+            x = layers.MaxPooling2D(name=f"pool{i + 1}")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(4 * width, activation="relu", name="fc1")(x)
+    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="small_cnn")
+
+
+def vgg(input_shape, num_classes, width=32, depth=3):
+    """`depth` blocks of two 3x3 convolutions (width doubling) with batch norm."""
+    x = inp = keras.Input(input_shape)
+    for b in range(depth):
+        for c in range(2):
+            x = layers.Conv2D(width * 2**b, 3, padding="same", use_bias=False,
+                              name=f"block{b + 1}_conv{c + 1}")(x)
+            x = layers.BatchNormalization(name=f"block{b + 1}_bn{c + 1}")(x)
+            x = layers.ReLU()(x)
+        if min(x.shape[1:3]) >= 2:
+            x = layers.MaxPooling2D(name=f"block{b + 1}_pool")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(4 * width, activation="relu", name="fc1")(x)
+    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="vgg")
+
+
+def resnet(input_shape, num_classes, width=16, depth=3):
+    """A CIFAR-style ResNet: 3 stages of `depth` basic blocks (depth=3: ResNet-20)."""
+    def block(x, filters, stride, name):
+        shortcut = x
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                          name=f"{name}_conv1")(x)
+        y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+        y = layers.ReLU()(y)
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+        y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+        if stride != 1 or shortcut.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
+                                     name=f"{name}_proj")(shortcut)
+            shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        return layers.ReLU()(layers.Add()([y, shortcut]))
+
+    x = inp = keras.Input(input_shape)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.ReLU()(layers.BatchNormalization(name="stem_bn")(x))
+    for stage in range(3):
+        for b in range(depth):
+            stride = 2 if stage > 0 and b == 0 else 1
+            x = block(x, width * 2**stage, stride, f"stage{stage + 1}_block{b + 1}")
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="resnet")
+
+
+def build_model(name: str, input_shape, num_classes: int, width: int = 0, depth: int = 0):
+    """One of `MODELS`; `width`/`depth` 0 take the architecture's default."""
+    if name not in MODELS:
+        raise ValueError(
+            f"Invalid value for `model.name`: expected one of {MODELS}. Received: {name!r}"
+        )
+    kwargs = {}
+    if width:
+        kwargs["width"] = int(width)
+    if depth:
+        kwargs["depth"] = int(depth)
+    return globals()[name](tuple(input_shape), int(num_classes), **kwargs)

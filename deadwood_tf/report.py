@@ -1,0 +1,200 @@
+"""The run's report: report.json (every figure), report.md and PNG plots."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+
+import numpy as np
+
+
+def _versions() -> dict:
+    import cleverhans  # noqa: F401
+    import keras
+    import tensorflow as tf
+
+    import deadwood_tf
+
+    out = {"python": platform.python_version(), "tensorflow": tf.__version__,
+           "keras": keras.__version__, "deadwood_tf": deadwood_tf.__version__}
+    try:
+        from importlib.metadata import version
+
+        for name in ("cleverhans", "ai-edge-litert", "tensorflow-model-optimization"):
+            out[name] = version(name)
+    except Exception:  # metadata missing in odd installs: versions are informative only
+        pass
+    return out
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count()}
+
+
+def _plots(workdir, report, dataset, multipliers) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = {}
+
+    rows = report["sparsity"]["weights"]
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 3.5))
+    ax.bar(range(len(rows)), [r["sparsity"] for r in rows], color="#4c72b0")
+    ax.axhline(report["sparsity"]["sparsity"], color="k", ls="--", lw=1,
+               label=f"global {report['sparsity']['sparsity']:.3f}")
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=45, ha="right")
+    ax.set_ylabel("sparsity")
+    ax.set_ylim(0, 1)
+    ax.set_title("Sparsity per layer")
+    ax.legend()
+    fig.tight_layout()
+    files["sparsity"] = "sparsity_per_layer.png"
+    fig.savefig(os.path.join(workdir, files["sparsity"]), dpi=100)
+    plt.close(fig)
+
+    history = report["history"]
+    if history:
+        epochs = [int(h["epoch"]) + 1 for h in history]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key, label in (("accuracy", "train clean"), ("adv_accuracy", "train adversarial"),
+                           ("val_accuracy", "test clean"),
+                           ("val_pgd_accuracy", "test PGD (subset)")):
+            if all(key in h for h in history):
+                ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h.get("sparsity", np.nan) for h in history], color="grey", ls=":",
+                 label="sparsity")
+        ax2.set_ylabel("sparsity")
+        ax2.set_ylim(0, 1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Accuracy and robust accuracy per epoch")
+        ax.legend(loc="lower left", fontsize=8)
+        fig.tight_layout()
+        files["accuracy"] = "accuracy_per_epoch.png"
+        fig.savefig(os.path.join(workdir, files["accuracy"]), dpi=100)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in multipliers.items():
+        ax.hist(values, bins=50, alpha=0.6, label=f"{name} (mean {values.mean():.2f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("multiplier value")
+    ax.set_ylabel("examples")
+    ax.set_title("Distribution of the Lagrange multipliers")
+    ax.legend()
+    fig.tight_layout()
+    files["multipliers"] = "multipliers.png"
+    fig.savefig(os.path.join(workdir, files["multipliers"]), dpi=100)
+    plt.close(fig)
+
+    hard = report["hardest_examples"]
+    shape = dataset.x_train.shape[1:]
+    if len(shape) == 3 and shape[-1] in (1, 3) and hard:
+        cols = min(8, len(hard))
+        rows_n = int(np.ceil(len(hard) / cols))
+        fig, axes = plt.subplots(rows_n, cols, figsize=(1.4 * cols, 1.6 * rows_n), squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, item in zip(axes.ravel(), hard):
+            img = dataset.x_train[item["index"]]
+            ax.imshow(img[..., 0] if shape[-1] == 1 else img, cmap="gray" if shape[-1] == 1 else None)
+            ax.set_title(f"#{item['index']} y={item['label']}\nmu={item['robustness']:.2f}",
+                         fontsize=7)
+        fig.suptitle("Training examples with the largest robustness multipliers", fontsize=9)
+        fig.tight_layout()
+        files["hardest_examples"] = "hardest_examples.png"
+        fig.savefig(os.path.join(workdir, files["hardest_examples"]), dpi=100)
+        plt.close(fig)
+    return files
+
+
+def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export, history,
+                 multipliers, timings, num_hardest: int = 16) -> dict:
+    """Writes report.json, report.md and the plots; returns the report dict."""
+    order = np.argsort(-multipliers["robustness"], kind="stable")[:num_hardest]
+    hardest = [{"index": int(i), "label": int(dataset.y_train[i]),
+                "robustness": float(multipliers["robustness"][i]),
+                "fidelity": float(multipliers["fidelity"][i])} for i in order]
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+        "versions": _versions(),
+        "machine": _machine(),
+        "data": {"name": dataset.name, "num_train": dataset.num_train,
+                 "num_test": int(len(dataset.x_test)), "input_shape": list(dataset.input_shape),
+                 "num_classes": dataset.num_classes},
+        "attacks": {a.name: {"type": type(a).__name__, **a.get_config()} for a in attacks},
+        "metrics": metrics,
+        "sparsity": sparsity.as_dict(),
+        "export": export,
+        "multipliers": {k: {"mean": float(v.mean()), "max": float(v.max()),
+                            "min": float(v.min())} for k, v in multipliers.items()},
+        "hardest_examples": hardest,
+        "history": history,
+        "timings": timings,
+    }
+    report["plots"] = _plots(workdir, report, dataset, multipliers)
+    tmp = os.path.join(workdir, "report.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    os.replace(tmp, os.path.join(workdir, "report.json"))
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write(markdown(report))
+    return report
+
+
+def _metrics_table(report) -> list[str]:
+    names = list(report["metrics"]["pruned"])
+    lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for who in ("teacher", "pruned"):
+        lines.append(f"| {who} | " + " | ".join(
+            f"{100 * report['metrics'][who][n]:.1f}" for n in names) + " |")
+    return lines
+
+
+def summary(report) -> str:
+    s = report["sparsity"]
+    e = report["export"]
+    lines = ["Accuracy (%):"] + _metrics_table(report) + [
+        f"Global sparsity {s['sparsity']:.4f} ({s['zeros']:,} of {s['size']:,} prunable weights)",
+        f"TFLite: {e['bytes']:,} bytes (dense {e['dense_bytes']:,}), max |diff| to Keras "
+        f"{e['max_abs_diff']:.2g}, test accuracy {100 * e['test_accuracy']:.1f}%",
+        f"Total time {report['timings'].get('total_s', 0):.0f} s"]
+    return "\n".join(lines)
+
+
+def markdown(report) -> str:
+    c = report["config"]
+    s = report["sparsity"]
+    e = report["export"]
+    out = [f"# Deadwood run: {report['data']['name']}, {c['model']['name']}, "
+           f"target sparsity {c['prune']['target_sparsity']}", "",
+           f"{report['date']} on {report['machine']['platform']} "
+           f"({report['machine']['cpu_count']} CPUs); TensorFlow {report['versions']['tensorflow']}, "
+           f"Keras {report['versions']['keras']}.", "",
+           "## Accuracy (%)", "", *_metrics_table(report), "",
+           "Attacks: " + "; ".join(f"`{n}`: {a}" for n, a in report["attacks"].items()), "",
+           "## Sparsity", "", "| weight | size | zeros | sparsity |", "|---|---|---|---|"]
+    for w in s["weights"]:
+        out.append(f"| {w['name']} | {w['size']:,} | {w['zeros']:,} | {w['sparsity']:.4f} |")
+    out += [f"| **global** | {s['size']:,} | {s['zeros']:,} | {s['sparsity']:.4f} |", "",
+            "## Export", "",
+            f"`model.tflite`: {e['bytes']:,} bytes; the same export with dense storage "
+            f"{e['dense_bytes']:,} bytes. Max |difference| to Keras {e['max_abs_diff']:.3g}; "
+            f"top-1 agreement {e['top1_agreement']:.3f}; accuracy of the file on the test set "
+            f"{100 * e['test_accuracy']:.1f}%; runs on LiteRT's default interpreter: "
+            f"{e['runs_on_default_interpreter']}.", "",
+            "## Multipliers", ""]
+    for k, v in report["multipliers"].items():
+        out.append(f"- {k}: mean {v['mean']:.3f}, min {v['min']:.3f}, max {v['max']:.3f}")
+    out += ["", "## Timings (s)", ""]
+    out += [f"- {k}: {v:.1f}" for k, v in report["timings"].items()]
+    out += ["", "## Plots", ""]
+    out += [f"![{k}]({v})" for k, v in report["plots"].items()]
+    return "\n".join(out) + "\n"
