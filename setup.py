@@ -27,6 +27,13 @@ setup(
         "tensorboard",
         "matplotlib",
     ],
+    entry_points={
+        "console_scripts": [
+            "deadwood-train = deadwood_tf.cli.train:run",
+            "deadwood-evaluate = deadwood_tf.cli.evaluate:run",
+            "deadwood-export-tflite = deadwood_tf.cli.export_tflite:run",
+        ],
+    },
     extras_require={
         "test": ["pytest", "scikit-learn"],
     },

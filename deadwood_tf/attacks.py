@@ -269,21 +269,27 @@ def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_
     fn = logits_fn(model, from_logits)
     model_fn = lambda t: fn(t, training=False)  # noqa: E731
 
-    @tf.function(reduce_retracing=True)
-    def correct(xb, yb, attack_index):
-        if attack_index >= 0:
-            xb = attacks[attack_index](model_fn, xb, yb)
-        return tf.reduce_sum(tf.cast(tf.argmax(model_fn(xb), -1) == yb, tf.int64))
+    signature = [tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64)]
+
+    def counter(attack):
+        # One trace per attack: the batch dimension is left open.
+        @tf.function(input_signature=signature)
+        def correct(xb, yb):
+            if attack is not None:
+                xb = attack(model_fn, xb, yb)
+            return tf.reduce_sum(tf.cast(tf.argmax(model_fn(xb), -1) == yb, tf.int64))
+        return correct
 
     results = {}
     names = ["clean"] + [a.name for a in attacks]
     progbar = keras.utils.Progbar(len(names) * math.ceil(len(x) / batch_size)) if verbose else None
-    for i, name in enumerate(names):
+    for name, attack in zip(names, [None, *attacks]):
+        correct = counter(attack)
         total = 0
         for start in range(0, len(x), batch_size):
             xb = tf.convert_to_tensor(x[start:start + batch_size], dtype=tf.float32)
             yb = tf.convert_to_tensor(y[start:start + batch_size])
-            total += int(correct(xb, yb, i - 1))
+            total += int(correct(xb, yb))
             if progbar:
                 progbar.add(1)
         results[name] = total / len(x)

@@ -177,3 +177,34 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
             "max_abs_diff": max_abs_diff, "top1_agreement": agreement,
             "sparse": sparse, "quantize": quantize,
             "runs_on_default_interpreter": default_interpreter}
+
+
+def tflite_sparsity(path_or_bytes) -> dict:
+    """Sparsity read back from a `.tflite` file's sparse-encoded weight tensors.
+
+    Returns `{"tensors": [{"name", "shape", "size", "stored", "zeros",
+    "sparsity"}], "size", "zeros", "sparsity"}` over the tensors the file
+    stores in a sparse format (dense-stored tensors are not listed).
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    source = ({"model_content": bytes(path_or_bytes)}
+              if isinstance(path_or_bytes, (bytes, bytearray))
+              else {"model_path": os.fspath(path_or_bytes)})
+    interpreter = Interpreter(
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **source)
+    interpreter.allocate_tensors()
+    rows = []
+    for detail in interpreter.get_tensor_details():
+        if not detail.get("sparsity_parameters"):
+            continue
+        values = np.asarray(interpreter.get_tensor(detail["index"]))
+        size = int(np.prod(detail["shape"]))
+        zeros = size - int(np.count_nonzero(values))
+        rows.append({"name": detail["name"], "shape": [int(s) for s in detail["shape"]],
+                     "size": size, "stored": int(values.size), "zeros": zeros,
+                     "sparsity": zeros / size if size else 0.0})
+    size = sum(r["size"] for r in rows)
+    zeros = sum(r["zeros"] for r in rows)
+    return {"tensors": rows, "size": size, "zeros": zeros,
+            "sparsity": zeros / size if size else 0.0}

@@ -49,6 +49,7 @@ def pytest_suite(
         data = [],
         slow = [],
         sizes = {},
+        deps_override = {},
         extra_deps = {},
         fast_size = "medium",
         fast_timeout = "moderate",
@@ -71,6 +72,8 @@ def pytest_suite(
       sizes: {module or target name: size} for fast tests whose size differs
         from fast_size (e.g. "small"); their timeout is Bazel's default for
         that size.  Slow tests always get slow_size.
+      deps_override: {module or target name: [labels]} used instead of `deps`
+        for that test (e.g. a narrower library target).
       extra_deps: {module or target name: [labels]} added to the deps of that
         one test only (e.g. a test that runs tools/ binaries or reads
         configs/), so other tests do not rerun when those files change.
@@ -99,7 +102,8 @@ def pytest_suite(
         pytest_test(
             name = name,
             src = src,
-            deps = deps + extra_deps.get(src, extra_deps.get(name, [])),
+            deps = deps_override.get(src, deps_override.get(name, deps)) +
+                   extra_deps.get(src, extra_deps.get(name, [])),
             data = data,
             size = size,
             timeout = timeout,
@@ -111,7 +115,12 @@ def pytest_suite(
         else:
             fast_tests.append(":" + name)
 
-    for what, entries in [("slow", slow), ("sizes", sizes), ("extra_deps", extra_deps)]:
+    for what, entries in [
+        ("slow", slow),
+        ("sizes", sizes),
+        ("deps_override", deps_override),
+        ("extra_deps", extra_deps),
+    ]:
         for entry in entries:
             if entry not in known:
                 # A typo or a deleted module must not silently make a list stale.
