@@ -1,0 +1,175 @@
+"""The binaries, end to end, as subprocesses on a tiny config (seconds per phase)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config=configs/digits_cnn.py",
+    "--config.data.num_train=640",
+    "--config.model.width=16",
+    "--config.teacher.epochs=10",
+    "--config.teacher.adversarial_epochs=1",
+    "--config.prune.solve_epochs=2",
+    "--config.prune.finetune_epochs=1",
+    "--config.eval.num_examples=100",
+    "--config.eval.per_epoch_examples=50",
+    "--config.eval.pgd_steps=5",
+]
+
+
+def run_tool(tool, *args, timeout=600, check=True):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, os.path.join("tools", tool), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    proc = run_tool("train.py", *TINY, f"--workdir={workdir}",
+                    "--config.prune.target_sparsity=0.8")
+    return workdir, proc.stdout
+
+
+def test_train_runs_every_phase_and_leaves_a_readable_workdir(finished_run):
+    workdir, stdout = finished_run
+    for phase in ("Teacher: natural training", "Teacher: adversarial training",
+                  "Deadwood solve phase", "Fine-tune phase", "Evaluation", "Export", "Report"):
+        assert phase in stdout, phase
+    for name in ("teacher.keras", "model.keras", "model.tflite", "report.json", "report.md",
+                 "history.csv", "checkpoints.jsonl", "multipliers.npz",
+                 "sparsity_per_layer.png", "accuracy_per_epoch.png", "multipliers.png",
+                 "hardest_examples.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    assert any(f.startswith("events") for _, _, fs in os.walk(os.path.join(workdir, "tensorboard"))
+               for f in fs)
+    assert not os.path.exists(os.path.join(workdir, "backup"))  # removed once the fit ends
+
+    report = json.load(open(os.path.join(workdir, "report.json")))
+    assert report["config"]["prune"]["target_sparsity"] == 0.8  # the override took effect
+    assert report["sparsity"]["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    assert report["sparsity"]["zeros"] == round(0.8 * report["sparsity"]["size"])
+    assert set(report["metrics"]["pruned"]) == {"clean", "fgsm_linf_0.1", "pgd5_linf_0.1"}
+    assert 0.5 < report["metrics"]["pruned"]["clean"] <= 1.0
+    assert report["export"]["max_abs_diff"] < 1e-4
+    assert report["export"]["bytes"] < report["export"]["dense_bytes"]
+    assert len(report["history"]) == 3 and "val_pgd_accuracy" in report["history"][0]
+    assert report["history"][-1]["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    assert {"tensorflow", "keras", "deadwood_tf"} <= set(report["versions"])
+    assert {"teacher_s", "deadwood_s", "total_s"} <= set(report["timings"])
+    assert len(report["hardest_examples"]) == 16
+    # The stripped model needs no custom objects.
+    model = keras.models.load_model(os.path.join(workdir, "model.keras"), custom_objects={})
+    assert model.output_shape == (None, 10)
+
+
+def test_rerunning_a_finished_run_skips_the_done_phases(finished_run):
+    workdir, _ = finished_run
+    before = os.path.getmtime(os.path.join(workdir, "model.keras"))
+    stdout = run_tool("train.py", *TINY, f"--workdir={workdir}",
+                      "--config.prune.target_sparsity=0.8").stdout
+    assert "phase done before" in stdout and "Deadwood solve phase" not in stdout
+    assert os.path.getmtime(os.path.join(workdir, "model.keras")) == before
+
+
+def test_evaluate_and_export_binaries(finished_run, tmp_path):
+    workdir, _ = finished_run
+    out = run_tool("evaluate.py", f"--model={workdir}/model.keras", "--dataset=digits",
+                   "--eps=0.1", "--pgd_steps=5", f"--output_json={tmp_path}/e.json").stdout
+    assert "pgd5_linf_0.1" in out and "sparsity" in out
+    result = json.load(open(tmp_path / "e.json"))
+    assert result["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    out = run_tool("evaluate.py", f"--model={workdir}/model.tflite",
+                   f"--keras_model={workdir}/model.keras", "--dataset=digits", "--eps=0.1",
+                   "--attacks=fgsm", f"--output_json={tmp_path}/t.json").stdout
+    tfl = json.load(open(tmp_path / "t.json"))
+    assert tfl["accuracy"]["clean"] == pytest.approx(result["accuracy"]["clean"], abs=1e-9)
+    assert tfl["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert "fgsm_linf_0.1_transfer" in tfl["accuracy"]
+
+    out = run_tool("export_tflite.py", f"--model={workdir}/model.keras",
+                   f"--output={tmp_path}/q.tflite", "--quantize=dynamic", "--dataset=digits").stdout
+    info = json.loads(out[out.index("{"):])
+    assert info["top1_agreement"] > 0.95 and os.path.exists(tmp_path / "q.tflite")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.prune.target_sparsity=1.5"], "prune.target_sparsity"),
+    (["--config.data.name=npz"], "data.path"),
+    (["--config.data.name=imagenet"], "data.name"),
+    (["--config.attack.name=cw"], "attack.name"),
+    (["--config.no_such_field=1"], "no_such_field"),
+    (["--config.prune.solve_epochs=two"], "solve_epochs"),
+])
+def test_bad_config_values_fail_fast_with_the_field_named(args, message, tmp_path):
+    proc = run_tool("train.py", *TINY, f"--workdir={tmp_path}/w", *args, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not os.path.exists(f"{tmp_path}/w/teacher.keras")  # failed before any training
+
+
+def test_missing_flags_are_reported(tmp_path):
+    proc = run_tool("train.py", "--config=configs/digits_cnn.py", check=False)
+    assert proc.returncode != 0 and "workdir" in proc.stderr
+    proc = run_tool("evaluate.py", f"--model={tmp_path}/nope.keras", check=False)
+    assert proc.returncode != 0 and "no file" in proc.stderr
+
+
+def _entries(workdir):
+    path = os.path.join(workdir, "checkpoints.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_a_killed_run_resumes_with_its_masks_and_multipliers(tmp_path):
+    workdir = str(tmp_path / "killed")
+    args = [*TINY, f"--workdir={workdir}", "--config.prune.solve_epochs=3",
+            "--config.prune.finetune_epochs=3", "--config.eval.per_epoch_examples=200",
+            "--config.eval.per_epoch_pgd_steps=20"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "tools/train.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if any(e["event"] == "epoch_end" and e["epoch"] >= 2 for e in _entries(workdir)):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not os.path.exists(os.path.join(workdir, "model.keras"))
+    killed = _entries(workdir)
+
+    stdout = run_tool("train.py", *args).stdout
+    assert "found" in stdout and "teacher.keras" in stdout  # the teacher phase is not redone
+    entries = _entries(workdir)
+    resume = next(e for e in entries[len(killed):] if e["event"] == "resume")
+    saved = [e for e in killed if e["event"] == "epoch_end" and e["epoch"] == resume["epoch"]]
+    assert saved, (resume, killed)
+    # The resumed fit starts from exactly the state saved at that epoch end.
+    for key in ("masks", "multipliers", "iterations", "sparsity"):
+        assert resume[key] == saved[-1][key], key
+    assert resume["sparsity"] > 0  # the gradual cut had begun before the kill
+    final = [e for e in entries if e["event"] == "epoch_end"][-1]
+    assert final["epoch"] == 6 and final["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    report = json.load(open(os.path.join(workdir, "report.json")))
+    assert [int(h["epoch"]) for h in report["history"]] == list(range(6))
