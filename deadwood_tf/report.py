@@ -42,6 +42,12 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
 
     files = {}
 
+    def save(fig, key, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(workdir, name), dpi=100)
+        plt.close(fig)
+        files[key] = name
+
     rows = report["sparsity"]["weights"]
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 3.5))
     ax.bar(range(len(rows)), [r["sparsity"] for r in rows], color="#4c72b0")
@@ -52,10 +58,7 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
     ax.set_ylim(0, 1)
     ax.set_title("Sparsity per layer")
     ax.legend()
-    fig.tight_layout()
-    files["sparsity"] = "sparsity_per_layer.png"
-    fig.savefig(os.path.join(workdir, files["sparsity"]), dpi=100)
-    plt.close(fig)
+    save(fig, "sparsity", "sparsity_per_layer.png")
 
     history = report["history"]
     if history:
@@ -69,16 +72,13 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
         ax2 = ax.twinx()
         ax2.plot(epochs, [h.get("sparsity", np.nan) for h in history], color="grey", ls=":",
                  label="sparsity")
-        ax2.set_ylabel("sparsity")
+        ax2.set_ylabel("sparsity (dotted)")
         ax2.set_ylim(0, 1)
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
         ax.set_title("Accuracy and robust accuracy per epoch")
         ax.legend(loc="lower left", fontsize=8)
-        fig.tight_layout()
-        files["accuracy"] = "accuracy_per_epoch.png"
-        fig.savefig(os.path.join(workdir, files["accuracy"]), dpi=100)
-        plt.close(fig)
+        save(fig, "accuracy", "accuracy_per_epoch.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, values in multipliers.items():
@@ -88,17 +88,14 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
     ax.set_ylabel("examples")
     ax.set_title("Distribution of the Lagrange multipliers")
     ax.legend()
-    fig.tight_layout()
-    files["multipliers"] = "multipliers.png"
-    fig.savefig(os.path.join(workdir, files["multipliers"]), dpi=100)
-    plt.close(fig)
+    save(fig, "multipliers", "multipliers.png")
 
     hard = report["hardest_examples"]
     shape = dataset.x_train.shape[1:]
     if len(shape) == 3 and shape[-1] in (1, 3) and hard:
         cols = min(8, len(hard))
         rows_n = int(np.ceil(len(hard) / cols))
-        fig, axes = plt.subplots(rows_n, cols, figsize=(1.4 * cols, 1.6 * rows_n), squeeze=False)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(1.4 * cols, 2.0 * rows_n), squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
         for ax, item in zip(axes.ravel(), hard):
@@ -107,10 +104,7 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
             ax.set_title(f"#{item['index']} y={item['label']}\nmu={item['robustness']:.2f}",
                          fontsize=7)
         fig.suptitle("Training examples with the largest robustness multipliers", fontsize=9)
-        fig.tight_layout()
-        files["hardest_examples"] = "hardest_examples.png"
-        fig.savefig(os.path.join(workdir, files["hardest_examples"]), dpi=100)
-        plt.close(fig)
+        save(fig, "hardest_examples", "hardest_examples.png")
     return files
 
 
