@@ -35,6 +35,9 @@ setup(
         ],
     },
     extras_require={
-        "test": ["pytest", "scikit-learn"],
+        # ART's gradient-free SquareAttack and AutoAttack for evaluation.
+        "robustness": ["adversarial-robustness-toolbox==1.20.1", "multiprocess"],
+        "test": ["pytest", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
+                 "multiprocess"],
     },
 )

@@ -6,7 +6,7 @@ per-example Lagrange multipliers.
 """
 
 from deadwood_tf import attacks
-from deadwood_tf.attacks import FGSM, PGD, evaluate_robustness
+from deadwood_tf.attacks import FGSM, PGD, AutoAttack, SquareAttack, evaluate_robustness
 from deadwood_tf.callbacks import DeadwoodCallback
 from deadwood_tf.deadwood_model import DeadwoodModel
 from deadwood_tf.export import export_tflite, run_tflite
@@ -26,6 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DeadwoodCallback",
     "DeadwoodModel",
+    "AutoAttack",
+    "SquareAttack",
     "FGSM",
     "PGD",
     "PruningWrapper",

@@ -1,29 +1,35 @@
 """Reference architectures, sized by config. All output logits.
 
+Each builder takes `km`, the Keras module to build with: `keras` (Keras 3) by
+default, or `tf_keras` for the benchmark's tfmot baseline, which needs a Keras 2
+copy of the same architecture (same layer order, so weights copy over with
+`set_weights(get_weights())`).
+
 >>> model = build_model("small_cnn", input_shape=(28, 28, 1), num_classes=10)
 """
 
 from __future__ import annotations
 
 import keras
-from keras import layers
 
 MODELS = ("mlp", "lenet5", "small_cnn", "vgg", "resnet")
 
 
-def mlp(input_shape, num_classes, width=256, depth=2):
-    x = inp = keras.Input(input_shape)
+def mlp(input_shape, num_classes, width=256, depth=2, km=keras):
+    layers = km.layers
+    x = inp = km.Input(input_shape)
     x = layers.Flatten()(x)
     for i in range(depth):
         x = layers.Dense(width, activation="relu", name=f"fc{i + 1}")(x)
-    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="mlp")
+    return km.Model(inp, layers.Dense(num_classes, name="logits")(x), name="mlp")
 
 
-def lenet5(input_shape, num_classes, width=6, depth=2):
+def lenet5(input_shape, num_classes, width=6, depth=2, km=keras):
     del depth
+    layers = km.layers
     pad = "same" if min(input_shape[:2]) < 28 else "valid"
-    return keras.Sequential([
-        keras.Input(input_shape),
+    return km.Sequential([
+        km.Input(input_shape),
         layers.Conv2D(width, 5, padding="same", activation="relu", name="conv1"),
         layers.MaxPooling2D(),
         layers.Conv2D(16 * width // 6, 5, padding=pad, activation="relu", name="conv2"),
@@ -35,22 +41,24 @@ def lenet5(input_shape, num_classes, width=6, depth=2):
     ], name="lenet5")
 
 
-def small_cnn(input_shape, num_classes, width=32, depth=2):
+def small_cnn(input_shape, num_classes, width=32, depth=2, km=keras):
     """Conv(w,3)-MaxPool-Conv(2w,3)-MaxPool-Dense(4w)-Dense(classes): with w=32 on
     28x28 inputs, the 225k-parameter CNN of the benchmark protocol."""
-    x = inp = keras.Input(input_shape)
+    layers = km.layers
+    x = inp = km.Input(input_shape)
     for i in range(depth):
         x = layers.Conv2D(width * 2**i, 3, activation="relu", name=f"conv{i + 1}")(x)
         if min(x.shape[1:3]) >= 2:
             x = layers.MaxPooling2D(name=f"pool{i + 1}")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(4 * width, activation="relu", name="fc1")(x)
-    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="small_cnn")
+    return km.Model(inp, layers.Dense(num_classes, name="logits")(x), name="small_cnn")
 
 
-def vgg(input_shape, num_classes, width=32, depth=3):
+def vgg(input_shape, num_classes, width=32, depth=3, km=keras):
     """`depth` blocks of two 3x3 convolutions (width doubling) with batch norm."""
-    x = inp = keras.Input(input_shape)
+    layers = km.layers
+    x = inp = km.Input(input_shape)
     for b in range(depth):
         for c in range(2):
             x = layers.Conv2D(width * 2**b, 3, padding="same", use_bias=False,
@@ -61,11 +69,13 @@ def vgg(input_shape, num_classes, width=32, depth=3):
             x = layers.MaxPooling2D(name=f"block{b + 1}_pool")(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(4 * width, activation="relu", name="fc1")(x)
-    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="vgg")
+    return km.Model(inp, layers.Dense(num_classes, name="logits")(x), name="vgg")
 
 
-def resnet(input_shape, num_classes, width=16, depth=3):
+def resnet(input_shape, num_classes, width=16, depth=3, km=keras):
     """A CIFAR-style ResNet: 3 stages of `depth` basic blocks (depth=3: ResNet-20)."""
+    layers = km.layers
+
     def block(x, filters, stride, name):
         shortcut = x
         y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
@@ -80,7 +90,7 @@ def resnet(input_shape, num_classes, width=16, depth=3):
             shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
         return layers.ReLU()(layers.Add()([y, shortcut]))
 
-    x = inp = keras.Input(input_shape)
+    x = inp = km.Input(input_shape)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.ReLU()(layers.BatchNormalization(name="stem_bn")(x))
     for stage in range(3):
@@ -88,11 +98,13 @@ def resnet(input_shape, num_classes, width=16, depth=3):
             stride = 2 if stage > 0 and b == 0 else 1
             x = block(x, width * 2**stage, stride, f"stage{stage + 1}_block{b + 1}")
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="resnet")
+    return km.Model(inp, layers.Dense(num_classes, name="logits")(x), name="resnet")
 
 
-def build_model(name: str, input_shape, num_classes: int, width: int = 0, depth: int = 0):
-    """One of `MODELS`; `width`/`depth` 0 take the architecture's default."""
+def build_model(name: str, input_shape, num_classes: int, width: int = 0, depth: int = 0,
+                km=keras):
+    """One of `MODELS`; `width`/`depth` 0 take the architecture's default; `km`: the
+    Keras module (`keras`, or `tf_keras` for a Keras 2 copy)."""
     if name not in MODELS:
         raise ValueError(
             f"Invalid value for `model.name`: expected one of {MODELS}. Received: {name!r}"
@@ -102,4 +114,4 @@ def build_model(name: str, input_shape, num_classes: int, width: int = 0, depth:
         kwargs["width"] = int(width)
     if depth:
         kwargs["depth"] = int(depth)
-    return globals()[name](tuple(input_shape), int(num_classes), **kwargs)
+    return globals()[name](tuple(input_shape), int(num_classes), km=km, **kwargs)

@@ -94,3 +94,18 @@ def test_attacks_serialize():
     pgd = dw.PGD(0.3, steps=7, step_size=0.05, norm="l2", random_start=False)
     back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pgd))
     assert isinstance(back, dw.PGD) and back.get_config() == pgd.get_config()
+
+
+def test_art_square_and_autoattack_evaluate_keras3_models(teacher, digits):
+    x, y = digits[2][:40], digits[3][:40]
+    square = dw.SquareAttack(0.1, max_queries=100)
+    auto = dw.AutoAttack(0.1, apgd_steps=10, square_queries=50)
+    res = dw.evaluate_robustness(teacher, x, y, [square, auto, dw.PGD(0.1, 20, 0.01)],
+                                 batch_size=20)
+    assert set(res) == {"clean", square.name, auto.name, "pgd20_linf_0.1"}
+    assert res[square.name] < res["clean"]
+    assert res[auto.name] <= res[square.name] + 0.05  # APGD + Square at least as strong
+    x_adv = square(lambda t: teacher(t, training=False), x, y)
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with pytest.raises(ValueError, match="max_queries"):
+        dw.SquareAttack(0.1, max_queries=0)
