@@ -32,6 +32,7 @@ setup(
             "deadwood-train = deadwood_tf.cli.train:run",
             "deadwood-evaluate = deadwood_tf.cli.evaluate:run",
             "deadwood-export-tflite = deadwood_tf.cli.export_tflite:run",
+            "deadwood-benchmark = deadwood_tf.cli.benchmark:run",
         ],
     },
     extras_require={

@@ -49,6 +49,9 @@ class DeadwoodCallback(keras.callbacks.Callback):
         constraints or a pair `(fidelity, robustness)`.
       max_multiplier: the multipliers are clipped to `[0, max_multiplier]`.
       verbose: 1 prints a line at each cut.
+      pattern: structure of every cut (see `pruning_impl.keep_masks`): None,
+        a block `(bh, bw)` or "BHxBW" such as "1x4", or "N:M" such as "2:4".
+        Masks stay fixed between cuts, so the pattern holds through training.
 
     Writes into `logs` at each epoch end: `sparsity`, and the mean and max of
     both multipliers (`fidelity_multiplier_mean`, ..._max,
@@ -58,7 +61,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def __init__(self, target_sparsity, prune_epoch=None, schedule=None, schedule_unit="step",
                  scope="global", min_keep=0, dual_step_size=0.2, max_multiplier=10.0,
-                 verbose=1):
+                 verbose=1, pattern=None):
         super().__init__()
         self.target_sparsity = pruning_impl.check_sparsity(target_sparsity)
         if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(
@@ -90,6 +93,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
                 f"Received: scope={scope!r}"
             )
         pruning_impl._keep_counts([1], min_keep)  # validates min_keep
+        pruning_impl.check_pattern(pattern)
         steps = dual_step_size if isinstance(dual_step_size, (tuple, list)) else (
             dual_step_size, dual_step_size)
         if len(steps) != 2 or not all(
@@ -109,6 +113,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
         self.schedule_unit = schedule_unit
         self.scope = scope
         self.min_keep = min_keep
+        self.pattern = pattern
         self.dual_step_size = tuple(float(s) for s in steps)
         self.max_multiplier = float(max_multiplier)
         self.verbose = verbose
@@ -126,7 +131,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def _cut(self, sparsity, when):
         reached = prune.apply_sparsity(self.model, sparsity, scope=self.scope,
-                                       min_keep=self.min_keep)
+                                       min_keep=self.min_keep, pattern=self.pattern)
         if self.verbose:
             print(f"deadwood_tf: {when} cut to sparsity {sparsity:.4f} (measured {reached:.4f})",
                   flush=True)
@@ -181,7 +186,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         reached = prune.sparsity_report(self.model).sparsity
         target_zeros = pruning_impl.num_to_prune(self.target_sparsity, self.model.num_prunable)
-        if self.scope == "global" and prune.sparsity_report(self.model).zeros < target_zeros:
+        if self.scope == "global" and self.pattern is None and \
+                prune.sparsity_report(self.model).zeros < target_zeros:
             logging.warning(
                 "deadwood_tf: training ended at sparsity %.4f, below target_sparsity=%.4f "
                 "(the cut comes later than the last epoch, or the schedule ends later).",

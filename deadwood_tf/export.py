@@ -5,6 +5,20 @@ Example:
 >>> info = export_tflite(stripped, "model.tflite", sample_inputs=x_test[:64])
 >>> info["max_abs_diff"], info["bytes"], info["dense_bytes"]
 (2.4e-07, 36012, 219288)
+>>> info = export_tflite(stripped, "int8.tflite", quantize="int8",
+...                      representative_data=x_train[:256],
+...                      sample_inputs=x_test[:256], sample_labels=y_test[:256])
+>>> info["top1_agreement"], info["accuracy"], info["keras_accuracy"]
+(0.996, 0.973, 0.977)
+
+What LiteRT's default XNNPack delegate accepts (measured with LiteRT 2.3 and
+read in its sources): float32 and float16 sparse weights reach it through
+`DENSIFY` operators, which it unpacks once at load time, for any layer. Sparse
+int8 weights of CONV_2D / DEPTHWISE_CONV_2D are accepted the same way; a
+sparse int8 (full-integer or dynamic-range) FULLY_CONNECTED weight makes it
+refuse the whole file ("failed to delegate FULLY_CONNECTED"). Unpacked
+weights buy bytes, not time; XNNPack computes with the sparsity itself only in
+float, for a Fast-Sparse-ConvNets subgraph (see `models.mobilenet_xnnpack`).
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -21,7 +36,15 @@ from absl import logging
 
 from deadwood_tf import prune
 
-QUANTIZE_MODES = (None, "dynamic", "float16")
+QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
+INTERPRETERS = ("default", "builtin")
+BUILTIN_SETTING = ("experimental_op_resolver_type="
+                   "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+# Operators whose constant weight is operand 1 (the filter), and the operators
+# that turn a stored weight into the one the layer reads.
+_WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1,
+               "TRANSPOSE_CONV": 1, "CONV_3D": 1, "EMBEDDING_LOOKUP": 1}
+_UNPACK_OPS = ("DENSIFY", "DEQUANTIZE")
 
 
 @contextlib.contextmanager
@@ -37,7 +60,7 @@ def _quiet():
         logger.setLevel(level)
 
 
-def _convert(model, sparse: bool, quantize) -> bytes:
+def _convert(model, sparse: bool, quantize, representative=None, integer_io=False) -> bytes:
     # from_keras_model, not from_concrete_functions(..., model): with Keras 3 the
     # latter freezes wrong weights (NaN/inf outputs seen with TF 2.21).
     with _quiet():  # Keras' export prints a summary
@@ -49,39 +72,167 @@ def _convert(model, sparse: bool, quantize) -> bytes:
         optimizations.append(tf.lite.Optimize.DEFAULT)
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.representative_dataset = lambda: ([r[None]] for r in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if integer_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     converter.optimizations = optimizations
-    with _quiet():
+    with _quiet(), warnings_off():
         return converter.convert()
+
+
+@contextlib.contextmanager
+def warnings_off():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected"
+        yield
+
+
+def _interpreter(path_or_bytes, num_threads=None, builtin_kernels=False, **extra):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs = dict(extra)
+    if num_threads:
+        kwargs["num_threads"] = num_threads
+    if builtin_kernels:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(path_or_bytes), **kwargs)
+    return Interpreter(model_path=os.fspath(path_or_bytes), **kwargs)
+
+
+def _quantize_input(x, detail):
+    """Float inputs to an integer input tensor, with its scale and zero point."""
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.integer) or np.issubdtype(np.asarray(x).dtype, np.integer):
+        return np.asarray(x, dtype=dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float64) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize_output(y, detail):
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return y
 
 
 def run_tflite(path_or_bytes, x: np.ndarray, num_threads: int | None = None,
                builtin_kernels: bool = False) -> np.ndarray:
     """Runs a single-input, single-output `.tflite` model with LiteRT on a batch `x`.
 
+    Float `x` is quantized with the input tensor's scale and zero point when
+    the file takes integer inputs (`export_tflite(..., integer_io=True)`), and
+    integer outputs are dequantized, so the result is always float.
     `builtin_kernels=True` runs without the default delegate (XNNPack), which
-    some files need (e.g. sparse weights with dynamic-range quantization).
+    some files need (`export_tflite(..., interpreter="builtin")`).
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kwargs = {"num_threads": num_threads} if num_threads else {}
-    if builtin_kernels:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    if isinstance(path_or_bytes, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(path_or_bytes), **kwargs)
-    else:
-        interpreter = Interpreter(model_path=os.fspath(path_or_bytes), **kwargs)
+    interpreter = _interpreter(path_or_bytes, num_threads, builtin_kernels)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
-    x = np.asarray(x, dtype=inp["dtype"])
+    x = _quantize_input(x, inp)
     interpreter.resize_tensor_input(inp["index"], list(x.shape))
     interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], x)
     interpreter.invoke()
-    return np.array(interpreter.get_tensor(out["index"]))
+    return _dequantize_output(np.array(interpreter.get_tensor(out["index"])), out)
+
+
+def _read_model(content: bytes):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+
+
+def _op_name(model, op) -> str:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    code = flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+    return flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) if code is None else {
+        v: k for k, v in vars(flatbuffer_utils.BuiltinOperator).items() if not k.startswith("_")
+    }.get(code, str(code))
+
+
+def _densify_for(content: bytes, refused_ops: set) -> tuple[bytes, list]:
+    """The file with the sparse weights of `refused_ops` stored dense again.
+
+    Each such weight reaches its layer through a DENSIFY operator; its dense
+    value is read from LiteRT itself (the built-in DENSIFY kernel), stored as
+    the constant the layer reads, and the DENSIFY operator dropped.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = _read_model(content)
+    graph = model.subgraphs[0]
+    targets = []  # (operator, sparse input tensor, dense output tensor)
+    for op in graph.operators:
+        if _op_name(model, op) != "DENSIFY":
+            continue
+        consumers = [_op_name(model, o) for o in graph.operators if op.outputs[0] in list(o.inputs)]
+        if any(c in refused_ops for c in consumers):
+            targets.append((op, op.inputs[0], op.outputs[0]))
+    if not targets:
+        return content, []
+    interpreter = _interpreter(content, builtin_kernels=True,
+                               experimental_preserve_all_tensors=True)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], np.zeros([1, *inp["shape"][1:]], inp["dtype"]))
+    interpreter.invoke()
+    names = []
+    for op, sparse_t, dense_t in targets:
+        value = np.ascontiguousarray(interpreter.get_tensor(dense_t))
+        buffer = flatbuffer_utils.BufferT()
+        buffer.data = np.frombuffer(value.tobytes(), dtype=np.uint8)
+        model.buffers.append(buffer)
+        graph.tensors[dense_t].buffer = len(model.buffers) - 1
+        model.buffers[graph.tensors[sparse_t].buffer].data = None
+        graph.tensors[sparse_t].sparsity = None
+        graph.operators.remove(op)
+        names.append(graph.tensors[dense_t].name.decode())
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), names
+
+
+def _refused_ops(error: Exception) -> set:
+    return set(re.findall(r"failed to delegate (\w+) node", str(error)))
+
+
+def _check_array(value, name, shape):
+    value = np.asarray(value, dtype="float32")
+    if value.ndim != len(shape) + 1 or tuple(value.shape[1:]) != shape or not len(value):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected shape (n, *{shape}) with n >= 1. "
+            f"Received: shape {value.shape}")
+    return value
+
+
+def _representative_inputs(data, shape, limit: int) -> np.ndarray:
+    """Up to `limit` single inputs from an array or a tf.data.Dataset of inputs,
+    (inputs, labels, ...) tuples or batches of either."""
+    if isinstance(data, tf.data.Dataset):
+        rows = []
+        for element in data:
+            x = element[0] if isinstance(element, (tuple, list)) else element
+            x = np.asarray(x, dtype="float32")
+            rows.extend(x if x.ndim == len(shape) + 1 else [x])
+            if len(rows) >= limit:
+                break
+        data = np.stack(rows) if rows else np.zeros((0, *shape), "float32")
+    return _check_array(data, "representative_data", shape)[:limit]
 
 
 def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs=None,
-                  num_samples: int = 32, atol: float = 1e-4, seed: int = 0) -> dict:
+                  num_samples: int = 32, atol: float = 1e-4, seed: int = 0,
+                  sample_labels=None, representative_data=None,
+                  num_calibration: int = 256, integer_io: bool = False,
+                  interpreter: str = "default") -> dict:
     """Converts `model` to a `.tflite` file and checks the file against Keras.
 
     Args:
@@ -90,31 +241,62 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
       path: where to write the file. It is written only after the file has
         been verified; an existing file is replaced atomically.
       sparse: store sparse weights compactly (`EXPERIMENTAL_SPARSITY`).
-      quantize: None (float32), "dynamic" (int8 weights, float activations)
-        or "float16".
+      quantize: None (float32), "dynamic" (int8 weights, float activations),
+        "float16", or "int8" (full-integer: int8 weights and activations,
+        calibrated on `representative_data`).
       sample_inputs: inputs to verify on; default `num_samples` uniform random
         inputs in [0, 1].
       atol: for float exports, the largest tolerated difference to Keras,
         relative to the largest Keras output magnitude (at least `atol`).
+      sample_labels: optional int labels of `sample_inputs`: the accuracy of
+        the file and of the Keras model on them are reported.
+      representative_data: for "int8", the calibration inputs: an array
+        `(n, *input_shape)` or a `tf.data.Dataset` of inputs, `(inputs, ...)`
+        tuples, or batches of them; the first `num_calibration` are used.
+        Default: `sample_inputs` (then the verification data is not held out).
+      integer_io: "int8" only: the file takes and returns int8 tensors (for
+        integer-only accelerators). Default False: float input and output
+        around an int8 graph (one QUANTIZE and one DEQUANTIZE operator), so
+        the file is a drop-in for the float one. `run_tflite` scales float
+        inputs with the file's input quantization either way.
+      interpreter: "default": the file must run on a default LiteRT
+        interpreter (XNNPack on). When XNNPack refuses a sparse weight (int8 /
+        dynamic-range FULLY_CONNECTED), that weight is stored dense and every
+        other stays sparse; if that cannot help, the dense file is written.
+        "builtin": every sparse weight stays sparse; the file is verified, and
+        must be run, with the built-in kernels
+        (`Interpreter(..., experimental_op_resolver_type=
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)`).
 
     Returns:
       dict with `path`, `bytes`, `dense_bytes` (the same export without
-      sparse storage), `max_abs_diff` and `top1_agreement` (the fraction of
-      samples whose arg-max class agrees), `sparse`, `quantize`, and
-      `runs_on_default_interpreter`: False when LiteRT's default XNNPack
-      delegate refuses the file, which was then verified with the built-in
-      kernels (`run_tflite(..., builtin_kernels=True)`).
+      sparse storage), `max_abs_diff`, `top1_agreement` (the fraction of
+      samples whose arg-max class agrees), `accuracy` and `keras_accuracy`
+      (None without `sample_labels`), `sparse`, `quantize`, `integer_io`,
+      `interpreter`, `runs_on_default_interpreter`, `interpreter_setting`
+      (what an interpreter needs to run the file; "" for the default one),
+      `densified_for_xnnpack` (weights stored dense so that XNNPack takes the
+      file) and `sparsity_in_file` (`tflite_sparsity(...)["sparsity"]`).
 
     Raises:
-      ValueError: bad `quantize`, a model with several inputs or outputs, or
-        a float export that does not match Keras within `atol` (nothing is
-        written then).
+      ValueError: bad `quantize`, `interpreter`, `integer_io`, `sample_inputs`,
+        `sample_labels` or `representative_data`, a model with several inputs
+        or outputs, or a float export that does not match Keras within `atol`
+        (nothing is written then).
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
-            f"Invalid value for argument `quantize`: expected one of {QUANTIZE_MODES} "
-            f"(full-integer int8 is not supported yet). Received: quantize={quantize!r}"
+            f"Invalid value for argument `quantize`: expected one of {QUANTIZE_MODES}. "
+            f"Received: quantize={quantize!r}"
         )
+    if interpreter not in INTERPRETERS:
+        raise ValueError(
+            f"Invalid value for argument `interpreter`: expected one of {INTERPRETERS}. "
+            f"Received: interpreter={interpreter!r}")
+    if integer_io not in (False, True) or (integer_io and quantize != "int8"):
+        raise ValueError(
+            "Invalid value for argument `integer_io`: expected False, or True with "
+            f"quantize='int8'. Received: integer_io={integer_io!r} with quantize={quantize!r}")
     model = prune._unwrap_deadwood(model)
     if prune.pruning_wrappers(model):
         model = prune.strip_pruning(model)
@@ -123,35 +305,75 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
             "Invalid value for argument `model`: expected one input and one output. "
             f"Received: {len(model.inputs)} inputs and {len(model.outputs)} outputs"
         )
+    expected_shape = tuple(model.inputs[0].shape[1:])
     if sample_inputs is None:
         rng = np.random.default_rng(seed)
-        sample_inputs = rng.uniform(0.0, 1.0, (num_samples, *model.inputs[0].shape[1:]))
+        sample_inputs = rng.uniform(0.0, 1.0, (num_samples, *expected_shape))
     sample_inputs = np.asarray(sample_inputs, dtype="float32")
-    expected_shape = tuple(model.inputs[0].shape[1:])
     if sample_inputs.shape[1:] != expected_shape:
         raise ValueError(
             f"Invalid value for argument `sample_inputs`: expected shape (n, *{expected_shape}). "
             f"Received: shape {sample_inputs.shape}"
         )
+    if sample_labels is not None:
+        sample_labels = np.asarray(sample_labels)
+        if sample_labels.shape != (len(sample_inputs),) or not np.issubdtype(
+                sample_labels.dtype, np.integer):
+            raise ValueError(
+                "Invalid value for argument `sample_labels`: expected int class labels of "
+                f"shape ({len(sample_inputs)},), one per sample input. Received: "
+                f"{sample_labels.dtype} array of shape {sample_labels.shape}")
+    representative = None
+    if quantize == "int8":
+        representative = _representative_inputs(
+            sample_inputs if representative_data is None else representative_data,
+            expected_shape, num_calibration)
+    elif representative_data is not None:
+        raise ValueError(
+            "Invalid value for argument `representative_data`: it calibrates quantize='int8' "
+            f"only. Received: representative_data with quantize={quantize!r}")
 
-    content = _convert(model, sparse, quantize)
-    dense_bytes = len(content) if not sparse else len(_convert(model, False, quantize))
+    dense_content = _convert(model, False, quantize, representative, integer_io)
+    content = _convert(model, True, quantize, representative, integer_io) if sparse \
+        else dense_content
     reference = np.asarray(model(sample_inputs, training=False))
-    try:
-        got = run_tflite(content, sample_inputs)
-        default_interpreter = True
-    except RuntimeError as e:
-        if "delegate" not in str(e):
-            raise
-        # XNNPack refuses some sparse layouts (sparse + quantized weights); the
-        # built-in kernels run them. Verify under that setting and say so.
-        got = run_tflite(content, sample_inputs, builtin_kernels=True)
-        default_interpreter = False
-        logging.warning(
-            "deadwood_tf: the exported file does not run with LiteRT's default XNNPack "
-            "delegate (%s); it was verified with the built-in kernels: create the "
-            "interpreter with experimental_op_resolver_type="
-            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES.", str(e).splitlines()[0])
+    def run(candidate):
+        """(outputs, runs on the default interpreter), or (the refusal, None)."""
+        try:
+            return run_tflite(candidate, sample_inputs), True
+        except RuntimeError as e:
+            if "delegate" not in str(e):
+                raise
+            if interpreter == "builtin":
+                return run_tflite(candidate, sample_inputs, builtin_kernels=True), False
+            return e, None
+
+    densified = []
+    got, default_interpreter = run(content)
+    if default_interpreter is None:
+        # XNNPack refuses some sparse weights (int8 FULLY_CONNECTED): store
+        # those dense and keep the rest sparse, unless the dense file is smaller.
+        fixed, densified = _densify_for(content, _refused_ops(got))
+        if densified:
+            got, default_interpreter = run(fixed)
+        if default_interpreter is None or len(fixed) >= len(dense_content):
+            logging.warning("deadwood_tf: LiteRT's default XNNPack delegate refuses the sparse "
+                            "file and storing its refused weights dense does not help; writing "
+                            "the dense file (interpreter='builtin' keeps it sparse).")
+            content, densified = dense_content, []
+            got, default_interpreter = run(content)
+        else:
+            content = fixed
+    if content is not dense_content and not np.all(np.isfinite(got)) \
+            and np.all(np.isfinite(reference)):
+        # Seen with TF 2.21: float16 + EXPERIMENTAL_SPARSITY files compute NaN.
+        logging.warning("deadwood_tf: the converter's sparse %s file computes non-finite "
+                        "outputs; writing the dense one.", quantize or "float32")
+        content, densified = dense_content, []
+        got, default_interpreter = run(content)
+    if not np.all(np.isfinite(got)) and np.all(np.isfinite(reference)):
+        raise ValueError(f"TFLite export computes non-finite outputs where Keras does not. "
+                         f"Nothing was written to {path}.")
     max_abs_diff = float(np.max(np.abs(got - reference)))
     agreement = float(np.mean(got.argmax(-1) == reference.argmax(-1)))
     tolerance = atol * max(1.0, float(np.max(np.abs(reference))))
@@ -173,38 +395,79 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return {"path": path, "bytes": len(content), "dense_bytes": dense_bytes,
+    accuracy = keras_accuracy = None
+    if sample_labels is not None:
+        accuracy = float(np.mean(got.argmax(-1) == sample_labels))
+        keras_accuracy = float(np.mean(reference.argmax(-1) == sample_labels))
+    return {"path": path, "bytes": len(content), "dense_bytes": len(dense_content),
             "max_abs_diff": max_abs_diff, "top1_agreement": agreement,
-            "sparse": sparse, "quantize": quantize,
-            "runs_on_default_interpreter": default_interpreter}
+            "accuracy": accuracy, "keras_accuracy": keras_accuracy,
+            "sparse": sparse, "quantize": quantize, "integer_io": integer_io,
+            "interpreter": "default" if default_interpreter else "builtin",
+            "runs_on_default_interpreter": default_interpreter,
+            "interpreter_setting": "" if default_interpreter else BUILTIN_SETTING,
+            "densified_for_xnnpack": densified,
+            "sparsity_in_file": tflite_sparsity(content)["sparsity"]}
+
+
+_NUMPY_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8,
+                "UINT8": np.uint8}
 
 
 def tflite_sparsity(path_or_bytes) -> dict:
-    """Sparsity read back from a `.tflite` file's sparse-encoded weight tensors.
+    """Sparsity of a `.tflite` file's weight tensors, read from the file itself.
 
-    Returns `{"tensors": [{"name", "shape", "size", "stored", "zeros",
-    "sparsity"}], "size", "zeros", "sparsity"}` over the tensors the file
-    stores in a sparse format (dense-stored tensors are not listed).
+    Weight tensors are the constant operands that layers read as weights (the
+    filter of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ...), followed back
+    through the DENSIFY / DEQUANTIZE operators that unpack them; biases are not
+    weights. A quantized value counts as zero when it equals its zero point.
+
+    Returns `{"tensors": [{"name", "shape", "dtype", "storage" ("sparse" or
+    "dense"), "size", "stored" (values in the file), "bytes", "zeros",
+    "sparsity"}], "size", "zeros", "sparsity", "sparse_size"}` where
+    `sparse_size` is the number of weights in sparse-stored tensors.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    source = ({"model_content": bytes(path_or_bytes)}
-              if isinstance(path_or_bytes, (bytes, bytearray))
-              else {"model_path": os.fspath(path_or_bytes)})
-    interpreter = Interpreter(
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **source)
-    interpreter.allocate_tensors()
+    content = (bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray))
+               else open(os.fspath(path_or_bytes), "rb").read())
+    model = _read_model(content)
+    type_names = {v: k for k, v in vars(flatbuffer_utils.TensorType).items()
+                  if not k.startswith("_")}
     rows = []
-    for detail in interpreter.get_tensor_details():
-        if not detail.get("sparsity_parameters"):
-            continue
-        values = np.asarray(interpreter.get_tensor(detail["index"]))
-        size = int(np.prod(detail["shape"]))
-        zeros = size - int(np.count_nonzero(values))
-        rows.append({"name": detail["name"], "shape": [int(s) for s in detail["shape"]],
-                     "size": size, "stored": int(values.size), "zeros": zeros,
-                     "sparsity": zeros / size if size else 0.0})
+    for graph in model.subgraphs:
+        producer = {o: op for op in graph.operators for o in op.outputs}
+        seen = set()
+        for op in graph.operators:
+            operand = _WEIGHT_OPS.get(_op_name(model, op))
+            if operand is None or operand >= len(op.inputs) or op.inputs[operand] < 0:
+                continue
+            t = op.inputs[operand]
+            while t in producer and _op_name(model, producer[t]) in _UNPACK_OPS:
+                t = producer[t].inputs[0]
+            tensor = graph.tensors[t]
+            buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+            dtype = _NUMPY_TYPES.get(type_names.get(tensor.type))
+            if t in seen or buffer is None or buffer.data is None or dtype is None:
+                continue
+            seen.add(t)
+            values = np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), dtype=dtype)
+            zero = 0
+            q = tensor.quantization
+            if q is not None and q.zeroPoint is not None and len(q.zeroPoint) and \
+                    np.issubdtype(dtype, np.integer):
+                zero = int(np.asarray(q.zeroPoint).ravel()[0])
+            shape = [int(s) for s in tensor.shape]
+            size = int(np.prod(shape))
+            zeros = size - int(np.count_nonzero(values != zero))
+            rows.append({"name": tensor.name.decode(), "shape": shape,
+                         "dtype": type_names[tensor.type].lower(),
+                         "storage": "sparse" if tensor.sparsity is not None else "dense",
+                         "size": size, "stored": int(values.size),
+                         "bytes": int(values.nbytes), "zeros": zeros,
+                         "sparsity": zeros / size if size else 0.0})
     size = sum(r["size"] for r in rows)
     zeros = sum(r["zeros"] for r in rows)
     return {"tensors": rows, "size": size, "zeros": zeros,
-            "sparsity": zeros / size if size else 0.0}
+            "sparsity": zeros / size if size else 0.0,
+            "sparse_size": sum(r["size"] for r in rows if r["storage"] == "sparse")}

@@ -214,18 +214,21 @@ def strip_pruning(model) -> keras.Model:
     return _clone(model, make_layer, set_weights)
 
 
-def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0) -> float:
+def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
+                   pattern=None) -> float:
     """Cuts a wrapped model (or a DeadwoodModel's student) to `sparsity`, in place.
 
     The lowest-magnitude live weights are masked; weights already masked stay
     masked. With `scope="global"` exactly `round(sparsity * P)` of the `P`
     prunable weights are zero afterwards. See `pruning_impl.keep_masks` for
-    `scope` and `min_keep`.
+    `scope`, `min_keep` and `pattern` (None, a block such as `(1, 4)` or
+    "4x4", or "2:4": the same magnitude rule over block norms or N:M groups).
 
     Returns:
       The global sparsity after the cut.
     """
     sparsity = pruning_impl.check_sparsity(sparsity, "sparsity")
+    pruning_impl.check_pattern(pattern)
     entries = [e for w in pruning_wrappers(model) for e in w.pruned_weights()]
     if not entries:
         raise ValueError(
@@ -236,7 +239,8 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0) ->
     for _, weight, mask in entries:
         m = np.asarray(mask.numpy()) > 0
         scores.append(np.where(m, np.abs(np.asarray(weight.numpy(), dtype=np.float64)), -1.0))
-    keep = pruning_impl.keep_masks(scores, sparsity, scope=scope, min_keep=min_keep)
+    keep = pruning_impl.keep_masks(scores, sparsity, scope=scope, min_keep=min_keep,
+                                   pattern=pattern)
     for (_, weight, mask), k in zip(entries, keep):
         mask.assign(k.astype(mask.dtype))
         weight.assign(np.asarray(weight.numpy()) * k.astype(weight.dtype))

@@ -11,6 +11,7 @@ deterministic and exactly sized.
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import numpy as np
@@ -50,11 +51,90 @@ def num_to_prune(sparsity: float, total: int) -> int:
     return int(math.floor(sparsity * total + 0.5))
 
 
+def check_pattern(pattern, name: str = "pattern"):
+    """Normalises a sparsity pattern or raises a ValueError naming `name`.
+
+    Accepted: None or "" (unstructured); a block `(bh, bw)` of positive ints,
+    or the string "BHxBW" (e.g. "1x4"); an N:M string "N:M" with 0 < N < M
+    (e.g. "2:4"). Returns None, `("block", bh, bw)` or `("nm", n, m)`.
+    """
+    def bad():
+        return ValueError(
+            f"Invalid value for argument `{name}`: expected None, a block (bh, bw) of "
+            f"positive ints or 'BHxBW' (e.g. '1x4'), or 'N:M' with 0 < N < M (e.g. '2:4'). "
+            f"Received: {name}={pattern!r}")
+
+    if pattern is None or pattern == "":
+        return None
+    if isinstance(pattern, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([x:])\s*(\d+)\s*", pattern)
+        if not m:
+            raise bad()
+        a, sep, b = int(m.group(1)), m.group(2), int(m.group(3))
+        if sep == ":":
+            if not 0 < a < b:
+                raise bad()
+            return ("nm", a, b)
+        pattern = (a, b)
+    if isinstance(pattern, (tuple, list)) and len(pattern) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+            for v in pattern):
+        return ("block", int(pattern[0]), int(pattern[1]))
+    raise bad()
+
+
+def matrix_view(shape) -> tuple[int, int]:
+    """The 2-D view every pattern runs along: `(fan_in, outputs)`.
+
+    The last axis of a kernel is its output axis (Dense `(in, out)`, Conv
+    `(h, w, in, out)`, Depthwise `(h, w, in, multiplier)`); all other axes,
+    flattened in C order, are the input axis (for a Conv kernel, consecutive
+    rows are consecutive input channels at one `(h, w)` tap). A 1-D weight is
+    one column.
+    """
+    shape = tuple(int(d) for d in shape)
+    if len(shape) <= 1:
+        return (shape[0] if shape else 1), 1
+    return int(np.prod(shape[:-1])), shape[-1]
+
+
+def _block_units(shape, bh: int, bw: int):
+    """Per weight (C order) the index of its (bh, bw) block, and the number of blocks."""
+    rows, cols = matrix_view(shape)
+    r = np.arange(rows)[:, None] // bh
+    c = np.arange(cols)[None, :] // bw
+    blocks_per_row = -(-cols // bw)
+    return (r * blocks_per_row + c).ravel(), (-(-rows // bh)) * blocks_per_row
+
+
+def _nm_pruned(score: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Flat bool: the weights an N:M pattern forces out (all but the N best of each
+    group of M consecutive input-axis weights per output; ties: earlier goes)."""
+    rows, cols = matrix_view(score.shape)
+    mat = score.reshape(rows, cols).T  # (outputs, fan_in)
+    pad = (-rows) % m
+    padded = np.pad(mat, ((0, 0), (0, pad)), constant_values=np.inf)
+    groups = padded.reshape(cols, -1, m)
+    # Rank inside each group, stable: among ties the earlier weight ranks lower.
+    order = np.argsort(groups, axis=-1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(m)[None, None, :].repeat(
+        groups.shape[0], 0).repeat(groups.shape[1], 1), axis=-1)
+    real = np.ones_like(padded, dtype=bool)
+    if pad:
+        real[:, rows:] = False
+    sizes = real.reshape(cols, -1, m).sum(-1, keepdims=True)
+    # A short last group keeps at most n too; padding ranks last, so it never counts.
+    pruned = (ranks < np.maximum(sizes - n, 0)).reshape(cols, -1)[:, :rows]
+    return pruned.T.ravel()
+
+
 def keep_masks(
     scores: Sequence[np.ndarray],
     sparsity: float,
     scope: str = "global",
     min_keep=0,
+    pattern=None,
 ) -> list[np.ndarray]:
     """Boolean keep-masks that prune the lowest-scoring weights.
 
@@ -69,15 +149,31 @@ def keep_masks(
       min_keep: guard against layer collapse: every layer keeps at least this
         many weights (int) or this fraction of its weights (float); the pruned
         total stays exact, taken from the other layers.
+      pattern: the structure of what is pruned, along `matrix_view`'s
+        `(fan_in, outputs)` axes (see `check_pattern`):
+        None: single weights.
+        `(bh, bw)`: whole blocks of `bh` consecutive input-axis weights times
+        `bw` consecutive output channels, ranked by their RMS score (blocks at
+        a ragged edge are smaller; RMS compares them fairly). A block holding
+        an already-pruned weight (negative score) is pruned first, whole. The
+        count pruned is the largest number of whole blocks not above the
+        target, so it is exact when every block is full. `(1, 4)` (4 output
+        channels) is what XNNPack's sparse 1x1 convolutions exploit; `(4, 1)`
+        (4 inputs of one output) is TFLite's sparse fully-connected block.
+        "N:M": in every group of M consecutive input-axis weights of an output
+        channel at most N stay (the M-N lowest go first); then the global (or
+        per-layer) rule prunes the lowest of the rest until the target is met,
+        so the sparsity is at least 1 - N/M.
 
     Returns:
       A list of boolean arrays shaped like `scores`, True where a weight stays.
 
     Raises:
-      ValueError: bad `sparsity`, `scope` or `min_keep`, or a `min_keep` that
-        leaves fewer prunable weights than the target asks for.
+      ValueError: bad `sparsity`, `scope`, `min_keep` or `pattern`, or a
+        `min_keep` that leaves fewer prunable weights than the target asks for.
     """
     sparsity = check_sparsity(sparsity, "sparsity")
+    pattern = check_pattern(pattern)
     if scope not in SCOPES:
         raise ValueError(
             f"Invalid value for argument `scope`: expected one of {SCOPES}. "
@@ -86,38 +182,66 @@ def keep_masks(
     flat = [np.asarray(s, dtype=np.float64).ravel() for s in scores]
     sizes = [f.size for f in flat]
     protected_counts = _keep_counts(sizes, min_keep)
-    # Candidates for pruning: everything but each layer's protected top weights.
+    forced = [np.zeros(f.size, dtype=bool) for f in flat]
+    if pattern is not None and pattern[0] == "nm":
+        forced = [_nm_pruned(f.reshape(np.shape(s)), pattern[1], pattern[2])
+                  for f, s in zip(flat, scores)]
+        flat = [np.where(fo, -1.0 - np.abs(f), f) for f, fo in zip(flat, forced)]
+
+    # Units: what is pruned as a whole (a weight, or a block of weights).
+    units = []  # per layer: (unit index of each weight, unit scores, unit sizes)
+    for f, s in zip(flat, scores):
+        if pattern is not None and pattern[0] == "block":
+            idx, n_units = _block_units(np.shape(s), pattern[1], pattern[2])
+            size = np.bincount(idx, minlength=n_units)
+            rms = np.sqrt(np.bincount(idx, np.maximum(f, 0.0) ** 2, n_units) / np.maximum(size, 1))
+            dead = np.bincount(idx, f < 0, n_units) > 0
+            units.append((idx, np.where(dead, -1.0, rms), size))
+        else:
+            units.append((np.arange(f.size), f, np.ones(f.size, dtype=np.int64)))
+
+    # Candidates for pruning: all units but each layer's protected top ones.
     candidates = []
-    for f, keep in zip(flat, protected_counts):
-        cand = np.ones(f.size, dtype=bool)
+    for (_, u_score, u_size), keep in zip(units, protected_counts):
+        cand = np.ones(u_score.size, dtype=bool)
         if keep:
-            # Stable sort of the negated scores: among ties, the later weight is protected.
-            top = np.argsort(-f[::-1], kind="stable")[:keep]
-            cand[f.size - 1 - top] = False
+            # Stable sort of the negated scores: among ties, the later unit is protected.
+            top = u_score.size - 1 - np.argsort(-u_score[::-1], kind="stable")
+            n_top = int(np.searchsorted(np.cumsum(u_size[top]), keep)) + 1
+            cand[top[:n_top]] = False
         candidates.append(cand)
 
-    pruned = [np.zeros(f.size, dtype=bool) for f in flat]
+    def choose(u_scores, u_sizes, cand, k):
+        """Flags on the lowest-scoring candidate units whose sizes add up to at most k."""
+        order = np.flatnonzero(cand)
+        order = order[np.argsort(u_scores[order], kind="stable")]
+        n = int(np.searchsorted(np.cumsum(u_sizes[order]), k, side="right"))
+        flags = np.zeros(u_scores.size, dtype=bool)
+        flags[order[:n]] = True
+        return flags
+
+    def target(n_weights, n_forced):
+        return max(num_to_prune(sparsity, n_weights), n_forced)
+
     if scope == "global":
         total = sum(sizes)
-        k = num_to_prune(sparsity, total)
-        available = sum(int(c.sum()) for c in candidates)
+        k = target(total, sum(int(f.sum()) for f in forced))
+        available = sum(int(u[2][c].sum()) for u, c in zip(units, candidates))
         if k > available:
             raise ValueError(
                 f"Invalid value for argument `min_keep`: it protects "
                 f"{total - available} of {total} weights, so pruning "
                 f"{k} (sparsity={sparsity}) is impossible. Received: min_keep={min_keep!r}"
             )
-        all_scores = np.concatenate(flat) if flat else np.zeros(0)
-        all_cand = np.concatenate(candidates) if candidates else np.zeros(0, bool)
-        order = np.flatnonzero(all_cand)
-        chosen = order[np.argsort(all_scores[order], kind="stable")[:k]]
-        flags = np.zeros(total, dtype=bool)
-        flags[chosen] = True
-        offsets = np.cumsum([0] + sizes)
-        pruned = [flags[offsets[i] : offsets[i + 1]] for i in range(len(flat))]
+        flags = choose(np.concatenate([u[1] for u in units]) if units else np.zeros(0),
+                       np.concatenate([u[2] for u in units]) if units else np.zeros(0, int),
+                       np.concatenate(candidates) if candidates else np.zeros(0, bool), k)
+        offsets = np.cumsum([0] + [u[1].size for u in units])
+        unit_flags = [flags[offsets[i]: offsets[i + 1]] for i in range(len(units))]
     else:
-        for i, (f, cand) in enumerate(zip(flat, candidates)):
-            k = min(num_to_prune(sparsity, f.size), int(cand.sum()))
-            idx = np.flatnonzero(cand)
-            pruned[i][idx[np.argsort(f[idx], kind="stable")[:k]]] = True
+        unit_flags = []
+        for (_, u_score, u_size), cand, f, fo in zip(units, candidates, flat, forced):
+            k = min(target(f.size, int(fo.sum())), int(u_size[cand].sum()))
+            unit_flags.append(choose(u_score, u_size, cand, k))
+    pruned = [uf[u[0]] | fo for uf, u, fo in zip(unit_flags, units, forced)]
     return [~p.reshape(np.shape(s)) for p, s in zip(pruned, scores)]

@@ -103,9 +103,10 @@ def validate(config) -> None:
     if config.prune.solve_epochs + config.prune.finetune_epochs < 1:
         raise ValueError("Invalid values for `prune.solve_epochs` and `prune.finetune_epochs`: "
                          "expected at least one epoch in all. Received: 0 and 0")
-    if config.export.quantize not in ("", "dynamic", "float16"):
-        raise ValueError("Invalid value for `export.quantize`: expected '', 'dynamic' or "
-                         f"'float16'. Received: {config.export.quantize!r}")
+    if config.export.quantize not in ("", "dynamic", "float16", "int8"):
+        raise ValueError("Invalid value for `export.quantize`: expected '', 'dynamic', "
+                         f"'float16' or 'int8'. Received: {config.export.quantize!r}")
+    pruning_impl.check_pattern(config.prune.get("pattern") or None, "prune.pattern")
     if config.teacher_path and not os.path.exists(config.teacher_path):
         raise FileNotFoundError(
             f"Invalid value for `teacher_path`: no file at {config.teacher_path!r}.")
@@ -305,7 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             _PhaseBanner(p.solve_epochs),
             DeadwoodCallback(p.target_sparsity, prune_epoch=p.solve_epochs, schedule=schedule,
                              schedule_unit=unit, scope=p.scope, min_keep=p.min_keep,
-                             dual_step_size=d.dual_step_size, max_multiplier=d.max_multiplier),
+                             dual_step_size=d.dual_step_size, max_multiplier=d.max_multiplier,
+                             pattern=p.get("pattern") or None),
             _RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval], per_epoch_attack),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
             _MultiplierHistogram(os.path.join(workdir, "tensorboard")),
@@ -339,7 +341,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t0 = time.time()
     export_info = export_lib.export_tflite(
         stripped, os.path.join(workdir, "model.tflite"), sparse=config.export.sparse,
-        quantize=config.export.quantize or None, sample_inputs=ds.x_test[:256])
+        quantize=config.export.quantize or None, sample_inputs=ds.x_test[:256],
+        sample_labels=ds.y_test[:256], representative_data=ds.x_train[:256])
     export_info["test_accuracy"] = float(np.mean(
         export_lib.run_tflite(export_info["path"], x_eval,
                               builtin_kernels=not export_info["runs_on_default_interpreter"]
