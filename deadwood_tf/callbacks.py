@@ -48,6 +48,9 @@ class DeadwoodCallback(keras.callbacks.Callback):
       dual_step_size: step of the multipliers' update; a float for both
         constraints or a pair `(fidelity, robustness)`.
       max_multiplier: the multipliers are clipped to `[0, max_multiplier]`.
+      finetune_sparsity_weight: if set, the L1 weight `rho` becomes this value
+        once the cut has reached `target_sparsity` (METHOD.md: rho may drop to 0
+        in the fine-tune phase); None keeps it.
       verbose: 1 prints a line at each cut.
       pattern: structure of every cut (see `pruning_impl.keep_masks`): None,
         a block `(bh, bw)` or "BHxBW" such as "1x4", or "N:M" such as "2:4".
@@ -61,7 +64,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def __init__(self, target_sparsity, prune_epoch=None, schedule=None, schedule_unit="step",
                  scope="global", min_keep=0, dual_step_size=0.2, max_multiplier=10.0,
-                 verbose=1, pattern=None):
+                 finetune_sparsity_weight=None, verbose=1, pattern=None):
         super().__init__()
         self.target_sparsity = pruning_impl.check_sparsity(target_sparsity)
         if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(
@@ -108,6 +111,15 @@ class DeadwoodCallback(keras.callbacks.Callback):
                 "Invalid value for argument `max_multiplier`: expected a number > 0. "
                 f"Received: max_multiplier={max_multiplier!r}"
             )
+        if finetune_sparsity_weight is not None and (
+                isinstance(finetune_sparsity_weight, bool)
+                or not isinstance(finetune_sparsity_weight, (int, float))
+                or finetune_sparsity_weight < 0):
+            raise ValueError(
+                "Invalid value for argument `finetune_sparsity_weight`: expected a number >= 0 "
+                f"or None. Received: finetune_sparsity_weight={finetune_sparsity_weight!r}"
+            )
+        self.finetune_sparsity_weight = finetune_sparsity_weight
         self.prune_epoch = prune_epoch
         self.schedule = schedule
         self.schedule_unit = schedule_unit
@@ -135,6 +147,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
         if self.verbose:
             print(f"deadwood_tf: {when} cut to sparsity {sparsity:.4f} (measured {reached:.4f})",
                   flush=True)
+        if self.finetune_sparsity_weight is not None and sparsity >= self.target_sparsity:
+            self.model.sparsity_weight_variable.assign(float(self.finetune_sparsity_weight))
         return reached
 
     def _one_shot_epoch(self):

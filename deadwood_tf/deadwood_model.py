@@ -71,7 +71,9 @@ class DeadwoodModel(keras.Model):
         None for distillation-only pruning. Required.
       fidelity_bound: `alpha`, the distillation gap tolerated per example.
       robustness_bound: `beta`, the adversarial loss tolerated per example.
-      sparsity_weight: `rho`, weight of the normalised L1 term.
+      sparsity_weight: `rho`, weight of the normalised L1 term. It lives in the
+        non-trainable variable `sparsity_weight_variable`, so a callback may
+        change it during training (`DeadwoodCallback(finetune_sparsity_weight=)`).
       label_weight: `gamma`, weight of plain cross-entropy on clean inputs.
       temperature: `tau` of the distillation terms.
       robust_target: "teacher" (default): `r_i` is the distillation gap between
@@ -164,6 +166,9 @@ class DeadwoodModel(keras.Model):
         self.robustness_tracker = keras.metrics.Mean(name="robustness_violation")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+        self.sparsity_weight_variable = self.add_weight(
+            name="sparsity_weight", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(self.sparsity_weight))
         if num_examples is not None:
             self.ensure_multipliers(int(num_examples))
         self.built = True
@@ -396,7 +401,7 @@ class DeadwoodModel(keras.Model):
             l1 = tf.add_n([tf.reduce_sum(tf.abs(w.value * tf.cast(m.value, w.dtype)))
                            for w, m in self._pruned_weights()]) / self.num_prunable
             l1 = tf.cast(l1, tf.float32)
-            loss = self.sparsity_weight * l1 + data_term
+            loss = self.sparsity_weight_variable.value * l1 + data_term
             if self.student.losses:
                 loss += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
             scaled = self.optimizer.scale_loss(loss)

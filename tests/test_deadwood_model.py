@@ -275,3 +275,19 @@ def test_out_of_range_example_indices_are_refused(teacher, digits):
     ds = tf.data.Dataset.from_tensor_slices((x, y, np.arange(64) + 10)).batch(32)
     with pytest.raises(tf.errors.InvalidArgumentError, match="indices must be < num_examples=64"):
         make(teacher, num_examples=64).fit(ds, epochs=1, verbose=0)
+
+
+def test_finetune_sparsity_weight_takes_over_after_the_final_cut(teacher, digits):
+    x, y = digits[0][:128], digits[1][:128]
+    # Bounds no example violates: the Lagrangian is the L1 term alone.
+    model = make(teacher, sparsity_weight=50.0, fidelity_bound=100.0, robustness_bound=100.0)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(float(model.sparsity_weight_variable.numpy())))
+    hist = model.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=[
+        dw.DeadwoodCallback(0.5, prune_epoch=2, finetune_sparsity_weight=0.0), probe])
+    assert seen == [50.0, 0.0, 0.0]
+    assert hist.history["loss"][0] == pytest.approx(50.0 * hist.history["l1"][0], rel=1e-5)
+    assert hist.history["loss"][2] == 0.0
+    with pytest.raises(ValueError, match="`finetune_sparsity_weight`"):
+        dw.DeadwoodCallback(0.5, finetune_sparsity_weight=-1)
