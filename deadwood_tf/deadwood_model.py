@@ -14,6 +14,8 @@ into the dual step at each epoch end and makes the global cut.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import keras
 import tensorflow as tf
@@ -207,16 +209,31 @@ class DeadwoodModel(keras.Model):
             return
         self.num_examples = int(num_examples)
 
-        def var(name, value):
-            return self.add_weight(name=name, shape=(self.num_examples,), dtype="float32",
-                                   initializer=keras.initializers.Constant(value),
-                                   trainable=False)
+        def var(name, value, **distribution):
+            # Not `add_weight`: Keras 3's has no `synchronization` argument. Assigning
+            # the variable to an attribute tracks it as add_weight would (same order).
+            with keras.name_scope(self.name, caller=self):
+                return keras.Variable(
+                    initializer=keras.initializers.Constant(value), shape=(self.num_examples,),
+                    dtype="float32", trainable=False, name=name, **distribution)
 
-        self.fidelity_multipliers = var("fidelity_multipliers", self.initial_multiplier)
-        self.robustness_multipliers = var("robustness_multipliers", self.initial_multiplier)
-        self.fidelity_violations = var("fidelity_violations", 0.0)
-        self.robustness_violations = var("robustness_violations", 0.0)
-        self.violation_counts = var("violation_counts", 0.0)
+        # Under tf.distribute (see `train_step`): the multipliers are mirrored and
+        # only written in cross-replica context (the dual step). The violation
+        # buffers are replica-local (ON_READ); every replica applies the same
+        # all-gathered scatter, so each local copy holds the whole buffer and a
+        # cross-replica read takes replica 0's copy without any communication.
+        # Without a strategy both are plain variables.
+        mirrored = dict(aggregation="only_first_replica", synchronization="on_write")
+        local = dict(aggregation="only_first_replica", synchronization="on_read")
+        strategy = getattr(self, "_distribute_strategy", None)  # set by Keras under a scope
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.fidelity_multipliers = var("fidelity_multipliers", self.initial_multiplier,
+                                            **mirrored)
+            self.robustness_multipliers = var("robustness_multipliers", self.initial_multiplier,
+                                              **mirrored)
+            self.fidelity_violations = var("fidelity_violations", 0.0, **local)
+            self.robustness_violations = var("robustness_violations", 0.0, **local)
+            self.violation_counts = var("violation_counts", 0.0, **local)
 
     def reset_violations(self) -> None:
         """Zeroes the per-example violation buffers (done at each epoch start)."""
@@ -274,10 +291,13 @@ class DeadwoodModel(keras.Model):
             self._check_labels(y)
             self.ensure_multipliers(n)
             x = {_INPUTS: x, _INDEX: np.arange(n, dtype="int64")}
-        elif isinstance(x, tf.data.Dataset):
+        elif isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)):
             spec = x.element_spec
+            if isinstance(x, tf.distribute.DistributedDataset) and isinstance(spec, tuple) \
+                    and len(spec) >= 3:
+                spec = tuple(getattr(s, "_value_specs", (s,))[0] for s in spec)  # PerReplicaSpec
             has_index = (isinstance(spec, tuple) and len(spec) >= 3
-                         and spec[2].dtype.is_integer)
+                         and getattr(spec[2], "dtype", tf.float32).is_integer)
             if has_index and self.num_examples is None:
                 raise ValueError(
                     "Invalid value for argument `num_examples`: the dataset yields "
@@ -364,6 +384,13 @@ class DeadwoodModel(keras.Model):
                 message=f"example indices must be < num_examples={self.num_examples}")]):
             index = tf.identity(index)
 
+        # Under a strategy with several replicas each replica sees other examples:
+        # the (index, violations) pairs are all-gathered (16 bytes per example of
+        # the global batch) and every replica applies the same scatter to its own
+        # copy of the buffers. Without one, the path below is unchanged.
+        replica_ctx = tf.distribute.get_replica_context()
+        replicas = replica_ctx.num_replicas_in_sync if replica_ctx is not None else 1
+
         student_fn = lambda t: self._student_logits(t, training=False)  # noqa: E731
         x_adv = self.attack(student_fn, x, y) if self.attack is not None else None
         teacher_logits = tf.stop_gradient(
@@ -396,21 +423,49 @@ class DeadwoodModel(keras.Model):
             if sample_weight is not None:
                 sw = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
                 data_term = tf.reduce_sum(sw * per_example) / tf.maximum(tf.reduce_sum(sw), 1e-12)
+            elif replicas > 1:
+                data_term = tf.math.divide_no_nan(tf.reduce_sum(per_example),
+                                                  tf.cast(batch, tf.float32))
             else:
                 data_term = tf.reduce_mean(per_example)
             l1 = tf.add_n([tf.reduce_sum(tf.abs(w.value * tf.cast(m.value, w.dtype)))
                            for w, m in self._pruned_weights()]) / self.num_prunable
             l1 = tf.cast(l1, tf.float32)
-            loss = self.sparsity_weight_variable.value * l1 + data_term
+            shared = self.sparsity_weight_variable.value * l1
             if self.student.losses:
-                loss += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
-            scaled = self.optimizer.scale_loss(loss)
+                shared += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+            loss = shared + data_term
+            if replicas > 1:
+                gathered_index, gathered = replica_ctx.all_gather(
+                    (index, tf.stop_gradient(tf.stack(
+                        [fidelity_violation, robustness_violation], axis=1))), axis=0)
+                # Gradients are summed over replicas: the terms every replica
+                # computes alike count 1/replicas each, and the data term is this
+                # replica's share of the mean over the global batch, so the sum is
+                # the single-device Lagrangian of the global batch (uneven or empty
+                # per-replica batches included).
+                if sample_weight is not None:
+                    total = replica_ctx.all_reduce("sum", tf.reduce_sum(sw))
+                    local_data = tf.reduce_sum(sw * per_example) / tf.maximum(total, 1e-12)
+                else:
+                    local_data = tf.reduce_sum(per_example) / tf.cast(
+                        tf.maximum(tf.shape(gathered_index)[0], 1), tf.float32)
+                grad_loss = shared / replicas + local_data
+            else:
+                grad_loss = loss
+            scaled = self.optimizer.scale_loss(grad_loss)
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
 
-        ones = tf.ones_like(fidelity_violation)
-        for buffer, values in ((self.fidelity_violations, fidelity_violation),
-                               (self.robustness_violations, robustness_violation),
+        if replicas > 1:  # the same scatter on every replica's copy
+            index, fidelity_violation_all, robustness_violation_all = (
+                gathered_index, gathered[:, 0], gathered[:, 1])
+        else:
+            fidelity_violation_all, robustness_violation_all = (
+                fidelity_violation, robustness_violation)
+        ones = tf.ones_like(fidelity_violation_all)
+        for buffer, values in ((self.fidelity_violations, fidelity_violation_all),
+                               (self.robustness_violations, robustness_violation_all),
                                (self.violation_counts, ones)):
             buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index[:, None],
                                                    tf.stop_gradient(values)))

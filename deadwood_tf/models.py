@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keras
 
-MODELS = ("mlp", "lenet5", "small_cnn", "vgg", "resnet")
+MODELS = ("mlp", "lenet5", "small_cnn", "vgg", "resnet", "mobilenet_xnnpack")
 
 
 def mlp(input_shape, num_classes, width=256, depth=2, km=keras):
@@ -99,6 +99,32 @@ def resnet(input_shape, num_classes, width=16, depth=3, km=keras):
             x = block(x, width * 2**stage, stride, f"stage{stage + 1}_block{b + 1}")
     x = layers.GlobalAveragePooling2D()(x)
     return km.Model(inp, layers.Dense(num_classes, name="logits")(x), name="resnet")
+
+
+def mobilenet_xnnpack(input_shape, num_classes, width=96, depth=4, km=keras):
+    """A MobileNet-like stack of 1x1 convolutions that XNNPack's sparse inference runs
+    sparse (its documented conditions, "Fast Sparse ConvNets"): a 3x3 stride-2
+    stem on 3 channels with padding 1 on each side (an explicit ZeroPadding2D,
+    which XNNPack fuses into the convolution; "same" padding is asymmetric at
+    stride 2), then `depth` 1x1 convolutions of `width` channels without
+    padding, then a spatial mean (GlobalAveragePooling2D -> MEAN) and the
+    classifier. Grey inputs are repeated to 3 channels first. The 1x1 kernels
+    must end at least 2/3 zeros (float32 export with sparse storage) for
+    XNNPack to switch to its sparse kernels.
+    """
+    layers = km.layers
+    x = inp = km.Input(input_shape)
+    if input_shape[-1] == 1:
+        x = layers.Concatenate(name="to_rgb")([x, x, x])
+    elif input_shape[-1] != 3:
+        raise ValueError("Invalid value for argument `input_shape`: expected 1 or 3 channels "
+                         f"(XNNPack's sparse stem takes 3). Received: input_shape={input_shape}")
+    x = layers.ZeroPadding2D(1, name="stem_pad")(x)
+    x = layers.Conv2D(width // 2, 3, strides=2, activation="relu", name="stem_conv")(x)
+    for i in range(depth):
+        x = layers.Conv2D(width, 1, activation="relu", name=f"pw{i + 1}")(x)
+    x = layers.GlobalAveragePooling2D(name="mean")(x)
+    return km.Model(inp, layers.Dense(num_classes, name="logits")(x), name="mobilenet_xnnpack")
 
 
 def build_model(name: str, input_shape, num_classes: int, width: int = 0, depth: int = 0,

@@ -3,6 +3,11 @@
   deadwood-evaluate --model=runs/digits/model.keras --dataset=digits --eps=0.1
   deadwood-evaluate --model=runs/digits/model.tflite --keras_model=runs/digits/model.keras \
       --dataset=digits --eps=0.1      # attacks made on the Keras model, run on the file
+
+A .tflite file of any export mode works, int8 included: float inputs (clean
+or adversarial) are quantized with the file's input scale and zero point when
+it takes integer inputs, and a file that needs the built-in kernels
+(`export_tflite(..., interpreter="builtin")`) is run with them.
 """
 
 import json
@@ -57,7 +62,7 @@ def evaluate(model_path, keras_model_path, x, y, attacks) -> dict:
     def run(inputs):
         try:
             return export.run_tflite(model_path, inputs)
-        except RuntimeError:  # e.g. XNNPack refuses sparse + quantized weights
+        except RuntimeError:  # e.g. XNNPack refuses sparse int8 FULLY_CONNECTED weights
             return export.run_tflite(model_path, inputs, builtin_kernels=True)
 
     import tensorflow as tf
@@ -73,7 +78,7 @@ def evaluate(model_path, keras_model_path, x, y, attacks) -> dict:
             accuracy[attack.name + "_transfer"] = float(np.mean(run(x_adv).argmax(-1) == y))
     out["accuracy"] = accuracy
     out["sparsity"] = export.tflite_sparsity(model_path)["sparsity"]
-    out["sparsity_note"] = "over the tensors the file stores sparse"
+    out["sparsity_note"] = "read back from the file's weight tensors"
     return out
 
 
