@@ -51,13 +51,15 @@ _UNPACK_OPS = ("DENSIFY", "DEQUANTIZE")
 def _quiet():
     """Silences the converter's stdout summary and its INFO logging."""
     logger = tf.get_logger()
-    level = logger.level
+    level, absl_level = logger.level, logging.get_verbosity()
     logger.setLevel("ERROR")
+    logging.set_verbosity(logging.ERROR)  # SavedModel writing logs through absl too
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         logger.setLevel(level)
+        logging.set_verbosity(absl_level)
 
 
 def _convert(model, sparse: bool, quantize, representative=None, integer_io=False) -> bytes:
