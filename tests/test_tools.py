@@ -88,6 +88,11 @@ def test_rerunning_a_finished_run_skips_the_done_phases(finished_run):
 def test_evaluate_and_export_binaries(finished_run, tmp_path):
     workdir, _ = finished_run
     out = run_tool("evaluate.py", f"--model={workdir}/model.keras", "--dataset=digits",
+                   "--eps=0.1", "--pgd_steps=5", "--attacks=fgsm,pgd,square,autoattack",
+                   "--num_examples=60", "--square_queries=30", "--apgd_steps=5",
+                   f"--output_json={tmp_path}/small.json").stdout
+    assert "square30_linf_0.1" in out and "autoattack_linf_0.1" in out
+    out = run_tool("evaluate.py", f"--model={workdir}/model.keras", "--dataset=digits",
                    "--eps=0.1", "--pgd_steps=5", f"--output_json={tmp_path}/e.json").stdout
     assert "pgd5_linf_0.1" in out and "sparsity" in out
     result = json.load(open(tmp_path / "e.json"))

@@ -24,7 +24,12 @@ _DATASET = flags.DEFINE_enum("dataset", "digits", ["digits", "mnist", "fashion_m
                                                    "npz"], "Dataset to evaluate on (test split).")
 _DATA_PATH = flags.DEFINE_string("data_path", "", "An .npz in Keras' layout.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "Test examples to use (0: all).")
-_ATTACKS = flags.DEFINE_list("attacks", ["fgsm", "pgd"], "Attacks: fgsm, pgd.")
+ATTACK_NAMES = ("fgsm", "pgd", "square", "autoattack")
+_ATTACKS = flags.DEFINE_list(
+    "attacks", ["fgsm", "pgd"], "Attacks: fgsm, pgd (cleverhans); square, autoattack (ART's "
+    "gradient-free Square Attack; APGD-CE + Square; need deadwood_tf[robustness]).")
+_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", 1000, "Square Attack query budget.")
+_APGD_STEPS = flags.DEFINE_integer("apgd_steps", 50, "APGD-CE steps inside autoattack.")
 _EPS = flags.DEFINE_float("eps", 0.2, "Perturbation radius, on the [0, 1] input scale.")
 _NORM = flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Perturbation norm.")
 _PGD_STEPS = flags.DEFINE_integer("pgd_steps", 20, "PGD steps.")
@@ -72,9 +77,9 @@ def evaluate(model_path, keras_model_path, x, y, attacks) -> dict:
         source = _load_keras(keras_model_path, "keras_model")
         fn = attacks_lib.logits_fn(source)
         for attack in attacks:
-            x_adv = np.concatenate([
+            x_adv = np.concatenate([np.asarray(
                 attack(lambda t: fn(t, training=False), tf.constant(x[i:i + 256]),
-                       tf.constant(y[i:i + 256])).numpy() for i in range(0, len(x), 256)])
+                       tf.constant(y[i:i + 256]))) for i in range(0, len(x), 256)])
             accuracy[attack.name + "_transfer"] = float(np.mean(run(x_adv).argmax(-1) == y))
     out["accuracy"] = accuracy
     out["sparsity"] = export.tflite_sparsity(model_path)["sparsity"]
@@ -87,9 +92,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from deadwood_tf import attacks as attacks_lib, data
 
-    unknown = [a for a in _ATTACKS.value if a not in ("fgsm", "pgd")]
+    unknown = [a for a in _ATTACKS.value if a not in ATTACK_NAMES]
     if unknown:
-        raise app.UsageError(f"--attacks: expected a list of fgsm, pgd. Received: {unknown}")
+        raise app.UsageError(
+            f"--attacks: expected a list of {', '.join(ATTACK_NAMES)}. Received: {unknown}")
     if _EPS.value < 0:
         raise app.UsageError(f"--eps: expected a number >= 0. Received: {_EPS.value}")
     ds = data.load_dataset(_DATASET.value, _DATA_PATH.value, num_test=_NUM_EXAMPLES.value,
@@ -98,9 +104,16 @@ def main(argv):
     for name in _ATTACKS.value:
         if name == "fgsm":
             attacks.append(attacks_lib.FGSM(_EPS.value, norm=_NORM.value))
-        else:
+        elif name == "pgd":
             attacks.append(attacks_lib.PGD(_EPS.value, steps=_PGD_STEPS.value,
                                            step_size=_PGD_STEP_SIZE.value or None, norm=_NORM.value))
+        elif name == "square":
+            attacks.append(attacks_lib.SquareAttack(_EPS.value, norm=_NORM.value,
+                                                    max_queries=_SQUARE_QUERIES.value))
+        else:
+            attacks.append(attacks_lib.AutoAttack(_EPS.value, norm=_NORM.value,
+                                                  apgd_steps=_APGD_STEPS.value,
+                                                  square_queries=_SQUARE_QUERIES.value))
     result = evaluate(_MODEL.value, _KERAS_MODEL.value, ds.x_test, ds.y_test, attacks)
     width = max(len(k) for k in result["accuracy"]) + 2
     print(f"\n{'metric':<{width}} value")
