@@ -108,7 +108,9 @@ def _deadwood(config, dense_at, ds, sparsity, one_shot, verbose):
               epochs=p.epochs, verbose=verbose, callbacks=[DeadwoodCallback(
                   sparsity, prune_epoch=d.solve_epochs, schedule=schedule, schedule_unit=unit,
                   min_keep=d.min_keep, dual_step_size=d.dual_step_size,
-                  max_multiplier=d.max_multiplier)])
+                  max_multiplier=d.max_multiplier,
+                  finetune_sparsity_weight=(d.finetune_sparsity_weight
+                                            if d.finetune_sparsity_weight >= 0 else None))])
     return prune.strip_pruning(model)
 
 

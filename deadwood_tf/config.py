@@ -12,6 +12,9 @@ import ml_collections
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # tf.distribute: one_device (no strategy: XLA stays on) | mirrored (this
+    # machine's GPUs) | multi_worker (MultiWorkerMirroredStrategy, task from TF_CONFIG)
+    c.strategy = "one_device"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"          # digits | mnist | fashion_mnist | cifar10 | npz
@@ -52,6 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.deadwood.initial_multiplier = 1.0
     c.deadwood.dual_step_size = 0.2
     c.deadwood.max_multiplier = 10.0
+    c.deadwood.finetune_sparsity_weight = -1.0  # >= 0: rho after the final cut; < 0: keep rho
     c.deadwood.learning_rate = 1e-3
 
     c.prune = ml_collections.ConfigDict()

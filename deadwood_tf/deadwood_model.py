@@ -60,6 +60,22 @@ def _kl_per_example(teacher_logits, student_logits, temperature):
     return temperature**2 * kl
 
 
+def _for_multi_worker(logs):
+    """Step logs as shape-[1] tensors under multi-worker MultiWorkerMirroredStrategy.
+
+    Keras 3 (TF backend, 3.15) reduces them there with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars ("Invalid
+    reduction dimension 0 for input with 0 dimensions"); with shape [1] it gives
+    the scalar mean over replicas. Anywhere else the logs pass unchanged.
+    """
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not getattr(
+            strategy.extended, "_in_multi_worker_mode", lambda: True)():
+        return logs
+    return {k: tf.reshape(v, [1]) if getattr(v, "shape", None) is not None
+            and v.shape.rank == 0 else v for k, v in logs.items()}
+
+
 @keras.saving.register_keras_serializable(package="deadwood_tf")
 class DeadwoodModel(keras.Model):
     """Deadwood training of a wrapped `student` against a frozen `teacher`.
@@ -308,6 +324,22 @@ class DeadwoodModel(keras.Model):
                 self.ensure_multipliers(1)
         return super().fit(x, y, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (TF backend, 3.15) builds from the first distributed batch after
+        # `strategy.reduce("MEAN", <whole nest>)`, which MultiWorkerMirroredStrategy
+        # rejects ("Attempt to convert a value (PerReplica...)"). The build only needs
+        # shapes and dtypes: take the first local replica's values (no communication).
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is not None and iterator is not None and data_batch is None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _unpack(self, data):
         if isinstance(data, (tuple, list)) and len(data) == 4:
             x, y, index, sample_weight = data
@@ -478,12 +510,12 @@ class DeadwoodModel(keras.Model):
         if adv_logits is not None:
             self.adv_accuracy_tracker.update_state(y, adv_logits)
         y_pred = logits if self._outputs_logits else tf.nn.softmax(logits)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return _for_multi_worker(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
 
     def test_step(self, data):
         x, y, _, sample_weight = self._unpack(data)
         logs = super().test_step((x, y) if sample_weight is None else (x, y, sample_weight))
-        return {k: v for k, v in logs.items() if k not in TRAINING_METRICS}
+        return _for_multi_worker({k: v for k, v in logs.items() if k not in TRAINING_METRICS})
 
     # ------------------------------------------------------------ config
 

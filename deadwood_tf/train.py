@@ -24,6 +24,7 @@ skipped and a running fit resumes from its last epoch.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -88,10 +89,71 @@ def make_schedule(config):
         f"Received: {p.schedule!r}")
 
 
+STRATEGIES = ("one_device", "mirrored", "multi_worker")
+
+
+def check_strategy(name, what="strategy"):
+    """`name` if it is one of STRATEGIES; else a ValueError naming `what` (field or flag)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Invalid value for `{what}`: expected one of {STRATEGIES}. "
+                         f"Received: {what}={name!r}")
+    return name
+
+
+def worker_info(strategy: str, tf_config: str | None = None) -> tuple[bool, int]:
+    """`(is_chief, task_index)` of this process, from `TF_CONFIG` under multi_worker.
+
+    The chief is task `chief`, or `worker` 0 when the cluster has no `chief`
+    (Keras' convention); it alone writes into the work directory.
+    """
+    if strategy != "multi_worker":
+        return True, 0
+    raw = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+    if not raw:
+        return True, 0  # one worker: MultiWorkerMirroredStrategy over local devices
+    try:
+        parsed = json.loads(raw)
+        task, cluster = parsed["task"], parsed["cluster"]
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(
+            "Invalid value for the environment variable `TF_CONFIG`: expected JSON with "
+            '"cluster" and "task": {"type": ..., "index": ...}. '
+            f"Received: TF_CONFIG={raw!r} ({type(e).__name__}: {e})") from None
+    if kind not in ("chief", "worker"):
+        raise ValueError(
+            "Invalid value for the environment variable `TF_CONFIG`: expected task type "
+            f"'chief' or 'worker'. Received: task type {kind!r}")
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), index
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy of `config.strategy`; None for one_device.
+
+    Create it first: MultiWorkerMirroredStrategy must exist before TensorFlow
+    initialises its runtime.
+    """
+    check_strategy(name)
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
 def validate(config) -> None:
     """Checks the fields that would otherwise fail late, after minutes of training."""
     from deadwood_tf import pruning_impl
 
+    check_strategy(config.get("strategy", "one_device"))
+    if config.get("strategy", "one_device") == "multi_worker" and not config.teacher_path:
+        # Keras 3.15's own fit of a plain model fails under multi-worker (it reduces
+        # scalar step logs with axis=0); DeadwoodModel works around it, the teacher's
+        # plain Keras fit cannot.
+        raise ValueError(
+            "Invalid values for `strategy` and `teacher_path`: strategy='multi_worker' "
+            "needs a trained teacher in `teacher_path` (train it with one_device or "
+            "mirrored first). Received: teacher_path=''")
     pruning_impl.check_sparsity(config.prune.target_sparsity, "prune.target_sparsity")
     for name in ("teacher.epochs", "teacher.adversarial_epochs", "prune.solve_epochs",
                  "prune.finetune_epochs", "data.batch_size"):
@@ -116,6 +178,17 @@ def validate(config) -> None:
     if config.model.name not in models_lib.MODELS and not config.teacher_path:
         raise ValueError(f"Invalid value for `model.name`: expected one of {models_lib.MODELS}. "
                          f"Received: {config.model.name!r}")
+
+
+def _shard_by_data(dataset, strategy):
+    """In-memory data has no files to shard: each worker keeps its share of the
+    examples (the example index travels with each one, so multipliers stay right)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        dataset = dataset.with_options(options)
+    return dataset
 
 
 def _save_keras_atomically(model, path):
@@ -260,6 +333,12 @@ def _read_history(path) -> list[dict]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the pipeline of `config` in `workdir`; returns the report (also written there)."""
     validate(config)
+    strategy_name = config.get("strategy", "one_device")
+    is_chief, task_index = worker_info(strategy_name)
+    strategy = make_strategy(strategy_name)  # before any other TensorFlow work
+    scope = strategy.scope if strategy is not None else contextlib.nullcontext
+    if not is_chief:  # Keras' multi-worker pattern: the others write to their own dir
+        workdir = os.path.join(workdir, f"workertemp_{task_index}")
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     timings = {}
@@ -271,7 +350,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"{ds.num_train} training and {len(ds.x_test)} test examples, inputs {ds.input_shape}, "
           f"{ds.num_classes} classes", flush=True)
 
-    teacher = _train_teacher(config, ds, workdir, timings)
+    with scope():
+        teacher = _train_teacher(config, ds, workdir, timings)
 
     model_path = os.path.join(workdir, "model.keras")
     multipliers_path = os.path.join(workdir, "multipliers.npz")
@@ -285,13 +365,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         t0 = time.time()
         schedule, unit = make_schedule(config)
-        model = DeadwoodModel(
-            prune.prune_model(teacher), teacher, attack=make_attack(config.attack),
-            fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
-            sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
-            temperature=d.temperature, robust_target=d.robust_target,
-            initial_multiplier=d.initial_multiplier, num_examples=ds.num_train)
-        model.compile(keras.optimizers.Adam(d.learning_rate), metrics=["accuracy"])
+        with scope():
+            model = DeadwoodModel(
+                prune.prune_model(teacher), teacher, attack=make_attack(config.attack),
+                fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
+                sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
+                temperature=d.temperature, robust_target=d.robust_target,
+                initial_multiplier=d.initial_multiplier, num_examples=ds.num_train)
+            model.compile(keras.optimizers.Adam(d.learning_rate), metrics=["accuracy"])
         n_eval = min(config.eval.per_epoch_examples, len(ds.x_test))
         per_epoch_attack = attacks_lib.PGD(
             config.eval.eps, steps=config.eval.per_epoch_pgd_steps,
@@ -315,7 +396,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
             _StateLog(os.path.join(workdir, "checkpoints.jsonl")),
         ]
-        model.fit(ds.train_pipeline(config.data.batch_size, config.seed + 2), epochs=epochs,
+        model.fit(_shard_by_data(ds.train_pipeline(config.data.batch_size, config.seed + 2),
+                                 strategy), epochs=epochs,
                   validation_data=(ds.x_test, ds.y_test), callbacks=callbacks, verbose=2)
         multipliers = {"fidelity": model.fidelity_multipliers.numpy(),
                        "robustness": model.robustness_multipliers.numpy()}
@@ -324,6 +406,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         os.replace(multipliers_path + ".tmp.npz", multipliers_path)
         _save_keras_atomically(stripped, model_path)  # last: marks the phase as done
         timings["deadwood_s"] = time.time() - t0
+
+    if not is_chief:  # evaluation, export and report are the chief's
+        print(f"deadwood_tf: worker {task_index} done; the chief writes the report", flush=True)
+        return {"is_chief": False, "task_index": task_index, "workdir": workdir}
 
     banner("Evaluation: clean, FGSM and PGD accuracy (teacher and pruned model)")
     t0 = time.time()
@@ -342,7 +428,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     export_info = export_lib.export_tflite(
         stripped, os.path.join(workdir, "model.tflite"), sparse=config.export.sparse,
         quantize=config.export.quantize or None, sample_inputs=ds.x_test[:256],
-        sample_labels=ds.y_test[:256], representative_data=ds.x_train[:256])
+        sample_labels=ds.y_test[:256],
+        representative_data=ds.x_train[:256] if config.export.quantize == "int8" else None)
     export_info["test_accuracy"] = float(np.mean(
         export_lib.run_tflite(export_info["path"], x_eval,
                               builtin_kernels=not export_info["runs_on_default_interpreter"]
