@@ -147,7 +147,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
         if self.verbose:
             print(f"deadwood_tf: {when} cut to sparsity {sparsity:.4f} (measured {reached:.4f})",
                   flush=True)
-        if self.finetune_sparsity_weight is not None and sparsity >= self.target_sparsity:
+        # A schedule computes its last sparsity in float32: compare with a tolerance.
+        if self.finetune_sparsity_weight is not None and sparsity >= self.target_sparsity - 1e-6:
             self.model.sparsity_weight_variable.assign(float(self.finetune_sparsity_weight))
         return reached
 

@@ -388,6 +388,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             DeadwoodCallback(p.target_sparsity, prune_epoch=p.solve_epochs, schedule=schedule,
                              schedule_unit=unit, scope=p.scope, min_keep=p.min_keep,
                              dual_step_size=d.dual_step_size, max_multiplier=d.max_multiplier,
+                             finetune_sparsity_weight=(d.finetune_sparsity_weight
+                                                       if d.finetune_sparsity_weight >= 0
+                                                       else None),
                              pattern=p.get("pattern") or None),
             _RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval], per_epoch_attack),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),

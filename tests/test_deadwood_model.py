@@ -291,3 +291,13 @@ def test_finetune_sparsity_weight_takes_over_after_the_final_cut(teacher, digits
     assert hist.history["loss"][2] == 0.0
     with pytest.raises(ValueError, match="`finetune_sparsity_weight`"):
         dw.DeadwoodCallback(0.5, finetune_sparsity_weight=-1)
+
+
+def test_finetune_sparsity_weight_after_a_scheduled_cut(teacher, digits):
+    x, y = digits[0][:128], digits[1][:128]
+    model = make(teacher)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=2,
+                                                    frequency=1)
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[dw.DeadwoodCallback(
+        0.9, schedule=schedule, schedule_unit="epoch", finetune_sparsity_weight=0.0)])
+    assert float(model.sparsity_weight_variable.numpy()) == 0.0
