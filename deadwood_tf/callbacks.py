@@ -48,9 +48,10 @@ class DeadwoodCallback(keras.callbacks.Callback):
       dual_step_size: step of the multipliers' update; a float for both
         constraints or a pair `(fidelity, robustness)`.
       max_multiplier: the multipliers are clipped to `[0, max_multiplier]`.
-      finetune_sparsity_weight: if set, the L1 weight `rho` becomes this value
-        once the cut has reached `target_sparsity` (METHOD.md: rho may drop to 0
-        in the fine-tune phase); None keeps it.
+      finetune_sparsity_weight: the L1 weight `rho` becomes this value once the
+        cut has reached `target_sparsity` (METHOD.md: rho may drop to 0 in the
+        fine-tune phase; 0, the default, measured best in docs/benchmarks.md);
+        None keeps `rho` through fine-tuning.
       verbose: 1 prints a line at each cut.
       pattern: structure of every cut (see `pruning_impl.keep_masks`): None,
         a block `(bh, bw)` or "BHxBW" such as "1x4", or "N:M" such as "2:4".
@@ -64,7 +65,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def __init__(self, target_sparsity, prune_epoch=None, schedule=None, schedule_unit="step",
                  scope="global", min_keep=0, dual_step_size=0.2, max_multiplier=10.0,
-                 finetune_sparsity_weight=None, verbose=1, pattern=None):
+                 finetune_sparsity_weight=0.0, verbose=1, pattern=None):
         super().__init__()
         self.target_sparsity = pruning_impl.check_sparsity(target_sparsity)
         if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(

@@ -46,16 +46,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.attack.clip_max = 1.0
 
     c.deadwood = ml_collections.ConfigDict()
-    c.deadwood.fidelity_bound = 0.1
-    c.deadwood.robustness_bound = 0.5
+    c.deadwood.fidelity_bound = 0.0
+    c.deadwood.robustness_bound = 0.0
     c.deadwood.sparsity_weight = 50.0
     c.deadwood.label_weight = 0.0
     c.deadwood.temperature = 1.0
-    c.deadwood.robust_target = "teacher"   # teacher | label
+    c.deadwood.robust_target = "label"     # label | teacher
     c.deadwood.initial_multiplier = 1.0
     c.deadwood.dual_step_size = 0.2
     c.deadwood.max_multiplier = 10.0
-    c.deadwood.finetune_sparsity_weight = -1.0  # >= 0: rho after the final cut; < 0: keep rho
+    c.deadwood.finetune_sparsity_weight = 0.0  # >= 0: rho after the final cut; < 0: keep rho
     c.deadwood.learning_rate = 1e-3
 
     c.prune = ml_collections.ConfigDict()

@@ -27,7 +27,7 @@ from deadwood_tf import prune
 _INPUTS = "__deadwood_inputs__"
 _INDEX = "__deadwood_index__"
 _REQUIRED = object()
-ROBUST_TARGETS = ("teacher", "label")
+ROBUST_TARGETS = ("label", "teacher")
 # Metrics that only the training step produces (not shown by evaluate()).
 TRAINING_METRICS = ("fidelity_violation", "robustness_violation", "l1", "adv_accuracy")
 
@@ -89,14 +89,17 @@ class DeadwoodModel(keras.Model):
         None for distillation-only pruning. Required.
       fidelity_bound: `alpha`, the distillation gap tolerated per example.
       robustness_bound: `beta`, the adversarial loss tolerated per example.
+        Both default to 0 (every example's term stays active, weighted by its
+        multiplier): on the benchmark, looser bounds (0.1, 0.5) left robustness
+        below plain adversarial fine-tuning (docs/benchmarks.md).
       sparsity_weight: `rho`, weight of the normalised L1 term. It lives in the
         non-trainable variable `sparsity_weight_variable`, so a callback may
         change it during training (`DeadwoodCallback(finetune_sparsity_weight=)`).
       label_weight: `gamma`, weight of plain cross-entropy on clean inputs.
       temperature: `tau` of the distillation terms.
-      robust_target: "teacher" (default): `r_i` is the distillation gap between
-        the teacher on `x_i` and the student on `x~_i`; "label": `r_i` is the
-        cross-entropy of the student on `x~_i` against `y_i`.
+      robust_target: "label" (default): `r_i` is the cross-entropy of the
+        student on `x~_i` against `y_i`; "teacher": `r_i` is the distillation
+        gap between the teacher on `x_i` and the student on `x~_i`.
       initial_multiplier: starting value of every multiplier.
       num_examples: size of the training set, for per-example multipliers.
         Inferred by `fit(x, y)` from arrays; required when a tf.data input
@@ -115,9 +118,9 @@ class DeadwoodModel(keras.Model):
     (Omega) and `adv_accuracy`, besides compiled metrics on clean inputs.
     """
 
-    def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.1,
-                 robustness_bound=0.5, sparsity_weight=50.0, label_weight=0.0,
-                 temperature=1.0, robust_target="teacher", initial_multiplier=1.0,
+    def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.0,
+                 robustness_bound=0.0, sparsity_weight=50.0, label_weight=0.0,
+                 temperature=1.0, robust_target="label", initial_multiplier=1.0,
                  num_examples=None, from_logits=None, **kwargs):
         prune.check_keras_model(student, "student")
         prune.check_keras_model(teacher, "teacher")
