@@ -6,8 +6,10 @@ The first argument is the workspace-relative path of the test module
 (``$(rootpath ...)``).  The runner:
 
 * puts the runfiles copy of the workspace root first on sys.path and removes
-  the source checkout from it, so ``import deadwood_tf`` resolves to the
-  files Bazel knows about (declared deps), even with a ``pip install -e .``;
+  the source checkout from it (and drops setuptools' editable-install
+  finders for packages in the runfiles tree), so ``import deadwood_tf`` and
+  its submodules resolve to the files Bazel knows about (declared deps), even
+  with a ``pip install -e .``;
 * points HOME (keras config/cache), TMPDIR, pytest's basetemp and
   hypothesis' example database at $TEST_TMPDIR;
 * disables pytest's cache plugin (runfiles are read-only);
@@ -34,6 +36,26 @@ def _workspace_root():
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _drop_editable_finders(root):
+    """Removes setuptools' editable-install finders for packages under `root`.
+
+    `pip install -e .` (PEP 660) adds a meta path finder that maps
+    ``deadwood_tf`` (and its submodules) to the checkout.  It comes after the
+    normal path finder, so ``deadwood_tf`` itself is still found in the
+    runfiles tree, but a submodule missing there (a dependency not declared in
+    BUILD) would silently be imported from the checkout.
+    """
+    for finder in list(sys.meta_path):
+        module = sys.modules.get(getattr(finder, "__module__", None) or "")
+        mapping = getattr(module, "MAPPING", None)
+        if not (module and module.__name__.startswith("__editable__")
+                and isinstance(mapping, dict)):
+            continue
+        if any(os.path.exists(os.path.join(root, name)) or
+               os.path.exists(os.path.join(root, name + ".py")) for name in mapping):
+            sys.meta_path.remove(finder)
+
+
 def main(argv):
     if len(argv) < 2:
         sys.stderr.write("usage: pytest_main.py TEST_MODULE [pytest args...]\n")
@@ -52,6 +74,7 @@ def main(argv):
         if os.path.realpath(p or ".") not in drop and os.path.normpath(p or ".") != root
     ]
     sys.path.insert(0, root)
+    _drop_editable_finders(root)
     os.chdir(root)
 
     test_tmpdir = os.environ.get("TEST_TMPDIR")
