@@ -45,7 +45,9 @@ LABELS = {
 
 
 def _methods(config):
-    names = list(config.methods) if config.methods else list(METHODS)
+    # `--config.methods=a,b` arrives as one string: accept commas as separators.
+    names = [n.strip() for m in config.methods for n in str(m).split(",") if n.strip()]
+    names = names or list(METHODS)
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ValueError(f"Invalid value for `methods`: unknown {unknown}; expected names "

@@ -6,6 +6,7 @@ vs Deadwood with the same attack, on the benchmark's CNN (225k parameters).
 Prints a Markdown table of milliseconds per step (median of the timed epochs).
 """
 
+import os
 import platform
 import time
 
@@ -88,8 +89,8 @@ def main(argv):
     timed("DeadwoodModel (PGD-5, teacher pass, multipliers)", deadwood,
           {"callbacks": [dw.DeadwoodCallback(0.9, prune_epoch=1, verbose=0)]})
 
-    print(f"\n{platform.platform()}, {tf.config.threading.get_inter_op_parallelism_threads()} "
-          f"inter-op threads, TF {tf.__version__}, batch {_BATCH.value}, "
+    print(f"\n{platform.platform()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
+          f"batch {_BATCH.value}, "
           f"{_STEPS.value} steps x {_EPOCHS.value} timed epochs (median)\n")
     print("| training | ms / step |\n|---|---|")
     for name, ms in rows:
