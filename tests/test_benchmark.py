@@ -73,3 +73,11 @@ def test_bad_benchmark_configs_are_refused(tmp_path):
     c.data.path = str(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         benchmark.run_benchmark(c, str(tmp_path))
+
+
+def test_methods_accept_a_comma_separated_override():
+    c = tiny()
+    c.methods = ("deadwood,hydra",)
+    assert benchmark._methods(c) == ["deadwood", "hydra"]
+    c.methods = ()
+    assert benchmark._methods(c) == list(benchmark.METHODS)

@@ -178,3 +178,18 @@ def test_a_killed_run_resumes_with_its_masks_and_multipliers(tmp_path):
     assert final["epoch"] == 6 and final["sparsity"] == pytest.approx(0.9, abs=1e-4)
     report = json.load(open(os.path.join(workdir, "report.json")))
     assert [int(h["epoch"]) for h in report["history"]] == list(range(6))
+
+
+def test_benchmark_tflite_writes_table_csv_and_plot(tmp_path):
+    import csv
+
+    run_tool("benchmark_tflite.py", "--models=small_cnn", "--widths=8", "--sparsities=0,0.9",
+             "--dataset=digits", "--data_path=", "--num_train=300", "--num_test=100",
+             "--epochs=1", "--invokes=10", "--warmup=2", f"--output_dir={tmp_path}")
+    for name in ("results.csv", "results.md", "size_vs_sparsity.png"):
+        assert os.path.getsize(tmp_path / name) > 0, name
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    by = {(float(r["sparsity"]), r["export"]): r for r in rows}
+    dense, sparse = by[(0.9, "float")], by[(0.9, "float_sparse")]
+    assert int(sparse["bytes"]) < int(dense["bytes"])
+    assert int(sparse["limit_bytes"]) <= int(sparse["bytes"])
