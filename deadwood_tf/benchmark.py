@@ -19,7 +19,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import baselines, export, prune, report, train
@@ -27,7 +26,6 @@ from deadwood_tf import data as data_lib
 from deadwood_tf import models as models_lib
 from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.callbacks import DeadwoodCallback
-from deadwood_tf.deadwood_model import DeadwoodModel
 
 METHODS = ("dense", "dense_at", "tfmot", "tfmot_at", "global_magnitude_at", "hydra",
            "deadwood", "deadwood_one_shot")
@@ -99,12 +97,7 @@ def _deadwood(config, dense_at, ds, sparsity, one_shot, verbose):
         schedule = tfmot.sparsity.keras.PolynomialDecay(
             0.0, sparsity, begin_step=0, end_step=d.solve_epochs, power=d.power, frequency=1)
         unit = "epoch"
-    model = DeadwoodModel(
-        prune.prune_model(dense_at), dense_at, attack=train.make_attack(config.attack),
-        fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
-        sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
-        temperature=d.temperature, robust_target=d.robust_target,
-        initial_multiplier=d.initial_multiplier, num_examples=ds.num_train)
+    model = train.make_deadwood_model(config, dense_at, ds.num_train)
     model.compile(keras.optimizers.Adam(p.learning_rate))
     model.fit(ds.train_pipeline(config.data.batch_size, config.seed + 2),
               epochs=p.epochs, verbose=verbose, callbacks=[DeadwoodCallback(

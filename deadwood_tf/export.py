@@ -30,7 +30,6 @@ import re
 import tempfile
 
 import numpy as np
-import keras
 import tensorflow as tf
 from absl import logging
 

@@ -11,7 +11,6 @@ import numpy as np
 
 
 def _versions() -> dict:
-    import cleverhans  # noqa: F401
     import keras
     import tensorflow as tf
 

@@ -62,6 +62,17 @@ def make_attack(c: ml_collections.ConfigDict) -> attacks_lib.Attack:
         f"Invalid value for `attack.name`: expected 'pgd' or 'fgsm'. Received: {c.name!r}")
 
 
+def make_deadwood_model(config, teacher, num_examples: int) -> DeadwoodModel:
+    """A DeadwoodModel on a masked copy of `teacher` with `config.deadwood`'s settings."""
+    d = config.deadwood
+    return DeadwoodModel(
+        prune.prune_model(teacher), teacher, attack=make_attack(config.attack),
+        fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
+        sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
+        temperature=d.temperature, robust_target=d.robust_target,
+        initial_multiplier=d.initial_multiplier, num_examples=num_examples)
+
+
 def eval_attacks(config) -> list:
     """The evaluation attacks: FGSM (optional) and PGD with a random start."""
     c, a = config.eval, config.attack
@@ -366,12 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         t0 = time.time()
         schedule, unit = make_schedule(config)
         with scope():
-            model = DeadwoodModel(
-                prune.prune_model(teacher), teacher, attack=make_attack(config.attack),
-                fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
-                sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
-                temperature=d.temperature, robust_target=d.robust_target,
-                initial_multiplier=d.initial_multiplier, num_examples=ds.num_train)
+            model = make_deadwood_model(config, teacher, ds.num_train)
             model.compile(keras.optimizers.Adam(d.learning_rate), metrics=["accuracy"])
         n_eval = min(config.eval.per_epoch_examples, len(ds.x_test))
         per_epoch_attack = attacks_lib.PGD(

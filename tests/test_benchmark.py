@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-from ml_collections import config_dict
 
 from deadwood_tf import benchmark
 from deadwood_tf.config import benchmark_config

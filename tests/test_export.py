@@ -1,6 +1,5 @@
 import os
 
-import keras
 import numpy as np
 import pytest
 

@@ -4,7 +4,7 @@ import pytest
 import tf_keras
 
 import deadwood_tf as dw
-from conftest import small_cnn
+
 
 
 def _functional_with_nested_and_shared():
