@@ -15,6 +15,9 @@ def default_config() -> ml_collections.ConfigDict:
     # tf.distribute: one_device (no strategy: XLA stays on) | mirrored (this
     # machine's GPUs) | multi_worker (MultiWorkerMirroredStrategy, task from TF_CONFIG)
     c.strategy = "one_device"
+    # Any keras.optimizers name (adam, adamw, sgd, rmsprop, ...); the learning
+    # rates are per phase (teacher.learning_rate, deadwood.learning_rate).
+    c.optimizer = "adam"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"          # digits | mnist | fashion_mnist | cifar10 | npz

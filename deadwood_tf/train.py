@@ -29,6 +29,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 import time
 
 import keras
@@ -60,6 +61,21 @@ def make_attack(c: ml_collections.ConfigDict) -> attacks_lib.Attack:
         return attacks_lib.FGSM(c.eps, norm=c.norm, clip_min=c.clip_min, clip_max=c.clip_max)
     raise ValueError(
         f"Invalid value for `attack.name`: expected 'pgd' or 'fgsm'. Received: {c.name!r}")
+
+
+def make_optimizer(config, learning_rate: float) -> keras.optimizers.Optimizer:
+    """`config.optimizer` (a keras.optimizers name) at `learning_rate`."""
+    try:
+        return keras.optimizers.get({"class_name": config.optimizer,
+                                     "config": {"learning_rate": learning_rate}})
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            "Invalid value for `optimizer`: expected a keras.optimizers name such as 'adam', "
+            f"'adamw' or 'sgd'. Received: {config.optimizer!r}") from e
+
+
+# Keras' animated progress bar on a terminal, one line per epoch in a log file.
+FIT_VERBOSE = 1 if sys.stdout.isatty() else 2
 
 
 def make_deadwood_model(config, teacher, num_examples: int) -> DeadwoodModel:
@@ -184,6 +200,7 @@ def validate(config) -> None:
         raise FileNotFoundError(
             f"Invalid value for `teacher_path`: no file at {config.teacher_path!r}.")
     make_attack(config.attack)
+    make_optimizer(config, 1e-3)
     eval_attacks(config)
     make_schedule(config)
     if config.model.name not in models_lib.MODELS and not config.teacher_path:
@@ -311,20 +328,20 @@ def _train_teacher(config, ds, workdir, timings):
     if c.epochs:
         banner(f"Teacher: natural training, {c.epochs} epochs ({teacher.count_params():,} "
                "parameters)")
-        teacher.compile(keras.optimizers.Adam(c.learning_rate),
+        teacher.compile(make_optimizer(config, c.learning_rate),
                         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=["accuracy"])
         teacher.fit(ds.train_pipeline(config.data.batch_size, config.seed, with_index=False),
-                    epochs=c.epochs, validation_data=test, callbacks=[backup], verbose=2)
+                    epochs=c.epochs, validation_data=test, callbacks=[backup], verbose=FIT_VERBOSE)
     if c.adversarial_epochs:
         attack = make_attack(config.attack)
         banner(f"Teacher: adversarial training, {c.adversarial_epochs} epochs ({attack!r})")
         at = AdversarialTraining(teacher, attack)
-        at.compile(keras.optimizers.Adam(c.learning_rate))
+        at.compile(make_optimizer(config, c.learning_rate))
         at.fit(ds.train_pipeline(config.data.batch_size, config.seed + 1, with_index=False),
                initial_epoch=0, epochs=c.adversarial_epochs, validation_data=test,
                callbacks=[keras.callbacks.BackupAndRestore(
-                   os.path.join(workdir, "backup_teacher_at"))], verbose=2)
+                   os.path.join(workdir, "backup_teacher_at"))], verbose=FIT_VERBOSE)
     _save_keras_atomically(teacher, path)
     timings["teacher_s"] = time.time() - t0
     return teacher
@@ -378,7 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         schedule, unit = make_schedule(config)
         with scope():
             model = make_deadwood_model(config, teacher, ds.num_train)
-            model.compile(keras.optimizers.Adam(d.learning_rate), metrics=["accuracy"])
+            model.compile(make_optimizer(config, d.learning_rate), metrics=["accuracy"])
         n_eval = min(config.eval.per_epoch_examples, len(ds.x_test))
         per_epoch_attack = attacks_lib.PGD(
             config.eval.eps, steps=config.eval.per_epoch_pgd_steps,
@@ -407,7 +424,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ]
         model.fit(_shard_by_data(ds.train_pipeline(config.data.batch_size, config.seed + 2),
                                  strategy), epochs=epochs,
-                  validation_data=(ds.x_test, ds.y_test), callbacks=callbacks, verbose=2)
+                  validation_data=(ds.x_test, ds.y_test), callbacks=callbacks,
+                  verbose=FIT_VERBOSE)
         multipliers = {"fidelity": model.fidelity_multipliers.numpy(),
                        "robustness": model.robustness_multipliers.numpy()}
         stripped = prune.strip_pruning(model)

@@ -115,6 +115,7 @@ def test_evaluate_and_export_binaries(finished_run, tmp_path):
     (["--config.data.name=npz"], "data.path"),
     (["--config.data.name=imagenet"], "data.name"),
     (["--config.attack.name=cw"], "attack.name"),
+    (["--config.optimizer=nope"], "optimizer"),
     (["--config.no_such_field=1"], "no_such_field"),
     (["--config.prune.solve_epochs=two"], "solve_epochs"),
 ])
