@@ -102,15 +102,17 @@ def resnet(input_shape, num_classes, width=16, depth=3, km=keras):
 
 
 def mobilenet_xnnpack(input_shape, num_classes, width=96, depth=4, km=keras):
-    """A MobileNet-like stack of 1x1 convolutions that XNNPack's sparse inference runs
-    sparse (its documented conditions, "Fast Sparse ConvNets"): a 3x3 stride-2
-    stem on 3 channels with padding 1 on each side (an explicit ZeroPadding2D,
-    which XNNPack fuses into the convolution; "same" padding is asymmetric at
-    stride 2), then `depth` 1x1 convolutions of `width` channels without
-    padding, then a spatial mean (GlobalAveragePooling2D -> MEAN) and the
-    classifier. Grey inputs are repeated to 3 channels first. The 1x1 kernels
-    must end at least 2/3 zeros (float32 export with sparse storage) for
-    XNNPack to switch to its sparse kernels.
+    """A MobileNet-like network that XNNPack's sparse inference can run sparse (its
+    documented conditions, "Fast Sparse ConvNets"): a 3x3 stride-2 stem on 3
+    channels with padding 1 on each side (an explicit ZeroPadding2D, which
+    XNNPack fuses into the convolution; "same" padding is asymmetric at stride
+    2), then `depth` blocks of a 3x3 depthwise convolution (padding 1; stride 2
+    in the second block) and a 1x1 convolution of `width` channels, then a
+    spatial mean (GlobalAveragePooling2D -> MEAN) and the classifier. Grey
+    inputs are repeated to 3 channels first. The 1x1 kernels must end at least
+    2/3 zeros (float32 export with sparse storage) for XNNPack to switch to its
+    sparse kernels. The depthwise convolutions give the network a receptive
+    field: 1x1 convolutions alone reach about 40% on MNIST.
     """
     layers = km.layers
     x = inp = km.Input(input_shape)
@@ -119,10 +121,22 @@ def mobilenet_xnnpack(input_shape, num_classes, width=96, depth=4, km=keras):
     elif input_shape[-1] != 3:
         raise ValueError("Invalid value for argument `input_shape`: expected 1 or 3 channels "
                          f"(XNNPack's sparse stem takes 3). Received: input_shape={input_shape}")
+    def norm_relu(x, name):
+        # Batch norm folds into the convolution's weights at TFLite conversion
+        # (per output channel, so pruned zeros stay zero).
+        return layers.ReLU(name=f"{name}_relu")(
+            layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x))
+
     x = layers.ZeroPadding2D(1, name="stem_pad")(x)
-    x = layers.Conv2D(width // 2, 3, strides=2, activation="relu", name="stem_conv")(x)
+    x = norm_relu(layers.Conv2D(width // 2, 3, strides=2, use_bias=False, name="stem_conv")(x),
+                  "stem")
     for i in range(depth):
-        x = layers.Conv2D(width, 1, activation="relu", name=f"pw{i + 1}")(x)
+        stride = 2 if i == 1 and min(x.shape[1:3]) >= 4 else 1
+        x = layers.ZeroPadding2D(1, name=f"dw{i + 1}_pad")(x)
+        x = norm_relu(layers.DepthwiseConv2D(3, strides=stride, use_bias=False,
+                                             name=f"dw{i + 1}")(x), f"dw{i + 1}")
+        x = norm_relu(layers.Conv2D(width, 1, use_bias=False, name=f"pw{i + 1}")(x),
+                      f"pw{i + 1}")
     x = layers.GlobalAveragePooling2D(name="mean")(x)
     return km.Model(inp, layers.Dense(num_classes, name="logits")(x), name="mobilenet_xnnpack")
 
