@@ -25,7 +25,9 @@ def get_config():
     c.prune.target_sparsity = 0.9
     c.prune.pattern = "1x4"
     c.prune.solve_epochs = 3
-    c.prune.finetune_epochs = 3
+    # 1x4 blocks at 90% of a 34k-parameter network need a long fine-tune: with
+    # 3 epochs this config reached 68.5% clean / 54.7% PGD-20 (teacher 96.2 / 68.8).
+    c.prune.finetune_epochs = 8
     c.export.sparse = True
     c.export.quantize = ""          # float32: XNNPack's sparse kernels are float only
     return c
