@@ -56,7 +56,7 @@ def tfmot_magnitude(dense, ds, sparsity, *, model_name, width=0, depth=0, epochs
         trainer = pruned
         trainer.compile(tf_keras.optimizers.Adam(learning_rate), ce, metrics=["accuracy"])
     else:
-        trainer = _TfKerasAdversarial(pruned, attack)
+        trainer = _tfkeras_adversarial_class()(pruned, attack)
         trainer.compile(tf_keras.optimizers.Adam(learning_rate))
     trainer.fit(data, epochs=epochs, verbose=verbose,
                 callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
@@ -93,10 +93,6 @@ def _tfkeras_adversarial_class():
             return {"loss": loss}
 
     return TfKerasAdversarial
-
-
-def _TfKerasAdversarial(inner, attack):  # noqa: N802  (a class made on demand)
-    return _tfkeras_adversarial_class()(inner, attack)
 
 
 # ---------------------------------------------------------------- global magnitude + AT
