@@ -125,8 +125,7 @@ class _HydraScores(keras.Model):
         super().__init__()
         self.wrapped = wrapped
         self.attack = attack
-        self.entries = [(w, m) for wr in prune.pruning_wrappers(wrapped)
-                        for _, w, m in wr.pruned_weights()]
+        self.entries = prune.pruned_weights(wrapped)
         total = sum(int(np.prod(w.shape)) for w, _ in self.entries)
         self.keep = max(1, total - pruning_impl.num_to_prune(sparsity, total))
         self.scores = [self.add_weight(shape=w.shape, initializer="zeros", name=f"score_{i}")

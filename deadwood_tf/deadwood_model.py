@@ -209,8 +209,7 @@ class DeadwoodModel(keras.Model):
     def _pruned_weights(self):
         # Looked up each time rather than stored: a stored list of variables
         # would be tracked as this model's own weights.
-        return [(w, m) for wr in prune.pruning_wrappers(self.student)
-                for _, w, m in wr.pruned_weights()]
+        return prune.pruned_weights(self.student)
 
     def _lock_state(self):
         # Multipliers are created once the size of the training set is known.

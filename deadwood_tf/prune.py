@@ -63,6 +63,15 @@ def pruning_wrappers(model) -> list[PruningWrapper]:
     return out
 
 
+def pruned_weights(model) -> list:
+    """Every `(weight, mask)` pair of a pruned model (or a DeadwoodModel), in order.
+
+    The one interface the rest of the library uses to reach the masks: the
+    Lagrangian's L1 term, the cuts, the reports and the baselines.
+    """
+    return [(w, m) for wr in pruning_wrappers(model) for _, w, m in wr.pruned_weights()]
+
+
 def _unwrap_deadwood(model):
     student = getattr(model, "student", None)
     if isinstance(student, keras.Model) and hasattr(model, "teacher"):

@@ -228,9 +228,8 @@ def _save_keras_atomically(model, path):
 def _digest(model) -> dict:
     """Short hashes of the masks and multipliers, to check that a resume restored them."""
     masks = hashlib.sha256()
-    for w in prune.pruning_wrappers(model):
-        for _, _, m in w.pruned_weights():
-            masks.update(np.asarray(m.numpy()).tobytes())
+    for _, m in prune.pruned_weights(model):
+        masks.update(np.asarray(m.numpy()).tobytes())
     mult = hashlib.sha256()
     for v in (model.fidelity_multipliers, model.robustness_multipliers):
         mult.update(np.asarray(v.numpy()).tobytes())
