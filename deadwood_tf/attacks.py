@@ -252,9 +252,7 @@ class AutoAttack(ARTAttack):
 
 
 def _output_layer(model):
-    """The layer producing a Sequential/functional model's single output, unwrapped."""
-    from deadwood_tf.pruning_wrapper import PruningWrapper
-
+    """The layer producing a Sequential/functional model's single output."""
     layer = model
     while isinstance(layer, keras.Model):
         if isinstance(layer, keras.Sequential):
@@ -263,8 +261,6 @@ def _output_layer(model):
             layer = layer.outputs[0]._keras_history.operation
         else:
             return None
-    while isinstance(layer, PruningWrapper):
-        layer = layer.layer
     return layer
 
 

@@ -117,7 +117,8 @@ def global_magnitude_at(dense, ds, sparsity, *, attack, epochs=6, batch_size=128
 class _HydraScores(keras.Model):
     """Learns one importance score per prunable weight under adversarial training.
 
-    The forward pass uses the hard global top-k mask of the scores; gradients
+    The forward pass uses `W * m` with `m` the hard global top-k mask of the
+    scores (a `StatelessScope` mapping each weight to its masked value); gradients
     reach the scores straight through it (HYDRA's GetSubnet). Weights are frozen.
     """
 
@@ -151,17 +152,24 @@ class _HydraScores(keras.Model):
     def call(self, x, training=None):
         return self.wrapped(x, training=training)
 
+    def _masked_by(self, masks):
+        """A scope in which the model computes with `W * mask` for each entry."""
+        return keras.StatelessScope(state_mapping=[
+            (w, w.value * m) for (w, _), m in zip(self.entries, masks)])
+
     def train_step(self, data):
         x, y = data[0], tf.reshape(tf.cast(data[1], tf.int64), [-1])
         hard = self.hard_masks()
-        for (_, m), h in zip(self.entries, hard):
-            m.assign(h)
-        x_adv = self.attack(lambda t: self._logits(t, training=False), x, y)
+
+        def masked_logits(t):
+            with self._masked_by(hard):
+                return self._logits(t, training=False)
+
+        x_adv = self.attack(masked_logits, x, y)
         with tf.GradientTape() as tape:
             straight = [tf.stop_gradient(h - s.value) + s.value
                         for h, s in zip(hard, self.scores)]
-            with keras.StatelessScope(state_mapping=[
-                    (m, st) for (_, m), st in zip(self.entries, straight)]):
+            with self._masked_by(straight):
                 logits = self._logits(x_adv, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
         self.optimizer.apply_gradients(zip(tape.gradient(loss, self.scores), self.scores))

@@ -22,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from deadwood_tf import attacks as attacks_lib
-from deadwood_tf import prune
+from deadwood_tf import masks, prune
 
 _INPUTS = "__deadwood_inputs__"
 _INDEX = "__deadwood_index__"
@@ -134,8 +134,7 @@ class DeadwoodModel(keras.Model):
                 "Invalid value for argument `attack`: expected a deadwood_tf.attacks.Attack "
                 f"(FGSM, PGD) or None. Received: attack={attack!r}"
             )
-        wrappers = prune.pruning_wrappers(student)
-        if not wrappers:
+        if not prune.pruned_weights(student):
             raise ValueError(
                 "Invalid value for argument `student`: it carries no pruning masks. "
                 "Pass `deadwood_tf.prune_model(teacher)` as the student."
@@ -190,6 +189,10 @@ class DeadwoodModel(keras.Model):
         self.sparsity_weight_variable = self.add_weight(
             name="sparsity_weight", shape=(), dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(self.sparsity_weight))
+        # The masks hang on the student's variables, which a `.keras` file or
+        # BackupAndRestore would not see: tracked here, they are saved and
+        # restored with this model (from_config re-attaches them first).
+        self.mask_variables = [m for _, m in self._pruned_weights()]
         if num_examples is not None:
             self.ensure_multipliers(int(num_examples))
         self.built = True
@@ -207,8 +210,6 @@ class DeadwoodModel(keras.Model):
         return self.trainable_weights
 
     def _pruned_weights(self):
-        # Looked up each time rather than stored: a stored list of variables
-        # would be tracked as this model's own weights.
         return prune.pruned_weights(self.student)
 
     def _lock_state(self):
@@ -536,7 +537,14 @@ class DeadwoodModel(keras.Model):
             "num_examples": self.num_examples,
             "from_logits": self.from_logits,
             "name": self.name,
+            # Which of the student's weights carry masks (positions in
+            # `student.weights`), so that from_config can re-attach them.
+            "masked_weights": self._masked_weight_positions(),
         }
+
+    def _masked_weight_positions(self):
+        masked = {id(w) for w, _ in self._pruned_weights()}
+        return [i for i, w in enumerate(self.student.weights) if id(w) in masked]
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -545,4 +553,11 @@ class DeadwoodModel(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects)
+        positions = config.pop("masked_weights", None)
+        student = config["student"]
+        if positions is not None and not prune.pruned_weights(student):
+            # Ones for now: loading the file then restores the saved masks.
+            weights = student.weights
+            for i in positions:
+                masks.attach_mask(weights[i])
         return cls(**config)

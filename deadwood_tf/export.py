@@ -299,7 +299,7 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
             "Invalid value for argument `integer_io`: expected False, or True with "
             f"quantize='int8'. Received: integer_io={integer_io!r} with quantize={quantize!r}")
     model = prune._unwrap_deadwood(model)
-    if prune.pruning_wrappers(model):
+    if prune.pruned_weights(model):
         model = prune.strip_pruning(model)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(

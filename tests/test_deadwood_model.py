@@ -19,7 +19,7 @@ def make(teacher, **kwargs):
 
 
 def masks_of(model):
-    return [np.asarray(m.numpy()) for w in dw.pruning_wrappers(model) for _, _, m in w.pruned_weights()]
+    return [np.asarray(m.numpy()) for _, m in dw.pruned_weights(model)]
 
 
 def test_fit_on_arrays_keeps_one_multiplier_per_example(teacher, digits):
@@ -128,9 +128,8 @@ def test_masked_weights_stay_zero_and_evaluate_matches_the_student(teacher, digi
     model = make(teacher, attack=dw.PGD(0.1, steps=3))
     model.fit(x[:256], y[:256], epochs=3, batch_size=64, verbose=0,
               callbacks=[dw.DeadwoodCallback(0.9, prune_epoch=1)])
-    for w in dw.pruning_wrappers(model):
-        for _, weight, mask in w.pruned_weights():
-            assert np.all(np.asarray(weight.numpy())[np.asarray(mask.numpy()) == 0] == 0)
+    for weight, mask in dw.pruned_weights(model):
+        assert np.all(np.asarray(weight.numpy())[np.asarray(mask.numpy()) == 0] == 0)
     assert dw.sparsity_report(model).zeros == round(0.9 * model.num_prunable)
     got = model.evaluate(xt, yt, verbose=0, return_dict=True)
     assert set(got) == {"loss", "accuracy"}
