@@ -160,8 +160,10 @@ def test_save_and_load_bring_back_masks_and_multipliers_exactly(teacher, digits,
     assert isinstance(loaded, dw.DeadwoodModel) and loaded.num_examples == 192
     for name in ("fidelity_multipliers", "robustness_multipliers", "robustness_violations"):
         np.testing.assert_array_equal(getattr(loaded, name).numpy(), getattr(model, name).numpy())
+    assert len(masks_of(loaded)) == len(masks_of(model)) == 4
     for a, b in zip(masks_of(loaded), masks_of(model)):
         np.testing.assert_array_equal(a, b)
+    assert 0 < np.mean([np.mean(m == 0) for m in masks_of(loaded)]) < 1
     np.testing.assert_array_equal(loaded.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0))
     assert loaded.attack.get_config() == model.attack.get_config()
     # Training goes on from the loaded state.
