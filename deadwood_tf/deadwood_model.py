@@ -47,8 +47,19 @@ def _check_number(value, name, low=0.0, low_inclusive=True):
     return v
 
 
-def _output_shape(model):
-    return tuple(model.outputs[0].shape[1:]) if getattr(model, "outputs", None) else None
+def _output_shape(model, name):
+    """The output shape of a single-output model (subclassed ones included)."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:  # subclassed: run `call` on the shape it was built with
+        shape = (model.get_build_config() or {}).get("input_shape")
+        outputs = keras.tree.flatten(model.compute_output_spec(
+            keras.tree.map_shape_structure(lambda s: keras.KerasTensor((None, *s[1:])), shape)
+        )) if shape is not None else []
+    if len(outputs) != 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a model with one output (the "
+            f"class scores). Received: a model with {len(outputs)} outputs")
+    return tuple(outputs[0].shape[1:])
 
 
 def _kl_per_example(teacher_logits, student_logits, temperature):
@@ -139,7 +150,7 @@ class DeadwoodModel(keras.Model):
                 "Invalid value for argument `student`: it carries no pruning masks. "
                 "Pass `deadwood_tf.prune_model(teacher)` as the student."
             )
-        s_shape, t_shape = _output_shape(student), _output_shape(teacher)
+        s_shape, t_shape = _output_shape(student, "student"), _output_shape(teacher, "teacher")
         if s_shape != t_shape:
             raise ValueError(
                 "Invalid values for arguments `student`, `teacher`: expected the same "

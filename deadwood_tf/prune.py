@@ -94,6 +94,9 @@ def _copy(model) -> keras.Model:
             build_config = model.get_build_config()
             if build_config:
                 copy.build_from_config(build_config)
+                # Keras 3.15 builds a subclassed model's sub-layers here but
+                # leaves its own flag down (saving then warns "not built").
+                copy.built = True
         if [tuple(w.shape) for w in copy.weights] != [tuple(w.shape) for w in model.weights]:
             raise ValueError("the copy's weights differ from the model's "
                              f"({len(copy.weights)} against {len(model.weights)} variables)")
