@@ -158,7 +158,7 @@ MODELS = {
 
 def _sample(spec, rng, n):
     """Random inputs for a KerasTensor `spec`: ids for int inputs, [0, 1) otherwise."""
-    shape = (n, *spec.shape[1:])
+    shape = (n, *(8 if d is None else d for d in spec.shape[1:]))  # sequences: 8 tokens
     if "int" in str(spec.dtype):
         if spec.name.endswith("padding_mask"):
             return np.ones(shape, "int32")

@@ -41,6 +41,15 @@ _REGISTRY: dict[type, tuple[str, ...]] = {
     ),
 }
 
+# Layers of optional packages, by qualified class name, so that the registry
+# needs no import of them. KerasHub's transformer blocks are built from Dense,
+# EinsumDense and MultiHeadAttention (found by walking their sub-layers);
+# these are its own weight tables.
+_REGISTRY_BY_NAME: dict[str, tuple[str, ...]] = {
+    "keras_hub.src.layers.modeling.position_embedding.PositionEmbedding": (
+        "position_embeddings",),
+}
+
 
 def register_prunable(layer_class: type, weight_paths: tuple[str, ...] | list[str]) -> None:
     """Declares which weights of `layer_class` (and its subclasses) are prunable.
@@ -71,6 +80,9 @@ def prunable_weight_paths(layer: keras.layers.Layer) -> tuple[str, ...]:
     for cls in type(layer).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+        paths = _REGISTRY_BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
+        if paths:
+            return paths
     return ()
 
 
