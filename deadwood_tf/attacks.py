@@ -339,7 +339,7 @@ def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_
     """Clean and per-attack accuracy of a classifier.
 
     Args:
-      model: a Keras 3 classifier (logits or softmax output), a wrapped model
+      model: a Keras 3 classifier (logits or softmax output), a pruned model
         or a `DeadwoodModel`.
       x, y: inputs and integer (or one-hot) labels; or `x` a tf.data dataset
         of `(x, y)` batches and `y=None`.

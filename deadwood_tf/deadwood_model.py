@@ -89,7 +89,7 @@ def _for_multi_worker(logs):
 
 @keras.saving.register_keras_serializable(package="deadwood_tf")
 class DeadwoodModel(keras.Model):
-    """Deadwood training of a wrapped `student` against a frozen `teacher`.
+    """Deadwood training of a pruned `student` against a frozen `teacher`.
 
     Args:
       student: the model to prune, from `prune_model(teacher)` (it carries masks).
