@@ -214,3 +214,26 @@ def test_sparsity_report_lists_every_prunable_weight(teacher):
     assert report.size == sum(np.prod(l.kernel.shape) for l in teacher.layers if hasattr(l, "kernel"))
     assert "global" in str(report) and report.as_dict()["zeros"] == report.zeros
     assert dw.sparsity_report(teacher).zeros == 0
+
+
+def test_functional_model_with_ops_keeps_masked_weights_at_zero_under_xla():
+    # `h = norm(h + attn(h, h))` and keras.ops calls used to break prune_model;
+    # jit_compile=True is Keras' default on a GPU: the constraint runs inside XLA.
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 16))
+    h = keras.layers.Dense(16)(inp)
+    h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(2, 8)(h, h))
+    model = keras.Model(inp, keras.layers.Dense(4)(keras.ops.mean(h, axis=1)))
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(128, 8, 16)).astype("float32"), rng.integers(0, 4, 128)
+    pruned = dw.prune_model(model)
+    np.testing.assert_allclose(pruned(x[:4]), model(x[:4]), atol=1e-6)
+    assert len(dw.pruned_weights(pruned)) == 6  # 2 Dense + 4 attention projections
+    dw.apply_sparsity(pruned, 0.9)
+    masked = [np.asarray(m.numpy()) == 0 for _, m in dw.pruned_weights(pruned)]
+    pruned.compile(keras.optimizers.AdamW(1e-2),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    pruned.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    for (weight, _), was in zip(dw.pruned_weights(pruned), masked):
+        assert np.all(np.asarray(weight.numpy())[was] == 0)
+    assert dw.sparsity_report(pruned).zeros == round(0.9 * dw.sparsity_report(pruned).size)
