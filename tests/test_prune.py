@@ -85,6 +85,9 @@ def test_bad_models_and_arguments_get_clear_errors(teacher):
         dw.prune_model(sub)
     assert not dw.pruned_weights(sub)
     assert dw.prune_model(sub, inplace=True) is sub and len(dw.pruned_weights(sub)) == 1
+    dw.apply_sparsity(sub, 0.5)
+    assert dw.strip_pruning(sub, inplace=True) is sub and not dw.pruned_weights(sub)
+    assert sub.d.kernel.constraint is None and np.mean(sub.d.kernel.numpy() == 0) == 0.5
     wrapped = dw.prune_model(teacher)
     with pytest.raises(ValueError, match=r"`sparsity`.*Received: sparsity=1.0"):
         dw.apply_sparsity(wrapped, 1.0)
