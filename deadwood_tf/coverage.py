@@ -146,7 +146,7 @@ MODELS = {
     "KerasHub BertBackbone + head": _bert,
     "KerasHub ViTBackbone + head": _vit,
     "KerasHub GPT2Backbone + head": _gpt2,
-    "functional, ops between layers": _functional_with_ops,
+    "functional with ops between layers": _functional_with_ops,
     "subclassed": _subclassed,
     "two inputs (shared encoder)": _two_inputs,
     "two outputs": _two_outputs,

@@ -11,7 +11,7 @@ NO_DEADWOOD = ("kernels", "masked_stay_zero", "strip_save_load")
 
 
 @pytest.mark.parametrize("name, must_pass", [
-    ("functional, ops between layers", ALL),
+    ("functional with ops between layers", ALL),
     # TFLite: export_tflite reads `model.inputs`, which a subclassed model lacks.
     ("subclassed", TO_SAVE),
     # Token inputs: Deadwood runs with attack=None (coverage.py's TODO); one output

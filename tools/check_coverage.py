@@ -19,9 +19,6 @@ _MODELS = flags.DEFINE_list("models", None, "Model names (keys of coverage.MODEL
 
 def main(argv):
     del argv
-    import keras
-    import tensorflow as tf
-
     from deadwood_tf import coverage
 
     names = _MODELS.value or list(coverage.MODELS)
@@ -35,6 +32,18 @@ def main(argv):
         ok = sum(ok for ok, _ in rows[-1].cells.values())
         print(f"{name}: {ok}/{len(coverage.STEPS)} steps ok, {time.perf_counter() - start:.0f} s",
               flush=True)
+        _write(rows, len(names))  # after each row: a long run killed keeps what it did
+    print(f"wrote {_OUTPUT.value}")
+
+
+def _write(rows, planned):
+    import keras
+    import tensorflow as tf
+
+    from deadwood_tf import coverage
+
+    pending = "" if len(rows) == planned else (
+        f"\n\n({planned - len(rows)} more models pending when this was written.)")
     text = f"""# Model coverage
 
 Written by `python tools/check_coverage.py` ({datetime.date.today()}, Keras {keras.__version__},
@@ -61,12 +70,11 @@ Columns, in pipeline order:
 - **sparsity read back from the file**: `dw.export.tflite_sparsity`, within 0.01 of
   Keras'.
 
-{coverage.markdown(rows)}
+{coverage.markdown(rows)}{pending}
 """
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
     with open(_OUTPUT.value, "w") as f:
         f.write(text)
-    print(f"wrote {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
