@@ -108,7 +108,9 @@ class PGD(Attack):
     Args:
       eps: radius of the perturbation ball (same units as the inputs).
       steps: number of gradient steps.
-      step_size: size of each step; default `2.5 * eps / steps`.
+      step_size: size of each step, at most `eps`; default
+        `min(eps, 2.5 * eps / steps)` (cleverhans refuses a step larger than
+        the ball, which `2.5 * eps / steps` is for one or two steps).
       norm: "linf" (np.inf) or "l2" (2).
       random_start: start from a uniform random point of the ball.
     """
@@ -121,8 +123,15 @@ class PGD(Attack):
                 f"Invalid value for argument `steps`: expected an int >= 1. Received: steps={steps!r}"
             )
         self.steps = int(steps)
-        self.step_size = (2.5 * self.eps / self.steps if step_size is None
-                          else _check_non_negative(step_size, "step_size"))
+        if step_size is None:
+            step_size = min(self.eps, 2.5 * self.eps / self.steps)
+        else:
+            step_size = _check_non_negative(step_size, "step_size")
+            if step_size > self.eps:
+                raise ValueError(
+                    f"Invalid value for argument `step_size`: expected a number <= eps={self.eps:g} "
+                    f"(a step cannot leave the ball). Received: step_size={step_size!r}")
+        self.step_size = step_size
         self.random_start = bool(random_start)
 
     @property

@@ -67,7 +67,20 @@ def test_softmax_models_get_their_exact_logits_back(digits):
     np.testing.assert_allclose(tf.nn.softmax(out).numpy(), separate(xt[:3]).numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("steps", [1, 2])
+def test_pgd_with_one_or_two_steps_runs_and_stays_in_the_ball(steps, teacher, digits):
+    # The default step 2.5 * eps / steps exceeds eps here: cleverhans refused it.
+    x, y = digits[2][:64], digits[3][:64]
+    pgd = dw.PGD(0.1, steps=steps)
+    assert pgd.step_size == pytest.approx(0.1)
+    x_adv = pgd(lambda t: teacher(t, training=False), tf.constant(x), tf.constant(y)).numpy()
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-5
+    assert np.mean(teacher(x_adv).numpy().argmax(1) == y) < np.mean(teacher(x).numpy().argmax(1) == y)
+    assert dw.PGD(0.1, steps=4).step_size == pytest.approx(0.0625)
+
+
 @pytest.mark.parametrize("make, match", [
+    (lambda: dw.PGD(0.1, steps=2, step_size=0.2), r"`step_size`.*<= eps=0.1.*step_size=0.2"),
     (lambda: dw.PGD(-0.1), "`eps`"),
     (lambda: dw.FGSM(float("nan")), "`eps`"),
     (lambda: dw.PGD(0.1, steps=0), "`steps`"),
