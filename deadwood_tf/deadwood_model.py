@@ -314,7 +314,6 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         self.robustness_multipliers.assign(tf.clip_by_value(
             self.robustness_multipliers.value + robustness_step_size * u, 0.0, max_multiplier))
 
-
     # ------------------------------------------------------------ data
 
     @staticmethod
@@ -366,7 +365,6 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             if not has_index:
                 self.ensure_multipliers(1)
         return super().fit(x, y, **self._with_data_check(kwargs))
-
 
     def _unpack(self, data):
         if isinstance(data, (tuple, list)) and len(data) == 4:

@@ -340,3 +340,22 @@ def test_siamese_model_with_two_image_inputs_trains_with_pgd(digits):
     assert dw.sparsity_report(model.student).sparsity == pytest.approx(0.5, abs=1e-3)
     result = dw.evaluate_robustness(model.student, pairs, y, [dw.PGD(0.1, steps=5)])
     assert result["clean"] > 0.5 and result["pgd5_linf_0.1"] < result["clean"]
+
+
+@pytest.mark.parametrize("batch_norm, updates", [("joint", 1), ("separate", 2)])
+def test_batch_norm_sees_clean_and_adversarial_inputs_jointly_or_separately(
+        batch_norm, updates, digits):
+    # eps = 0: the adversarial batch equals the clean one, so the input batch
+    # norm's moving mean after one step tells how many updates it got.
+    x, y = digits[0][:32], digits[1][:32]
+    teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.BatchNormalization(name="bn"),
+                                keras.layers.Flatten(), keras.layers.Dense(10)])
+    model = make(teacher, attack=dw.FGSM(0.0), batch_norm=batch_norm)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    moving_mean = model.student.get_layer("bn").moving_mean.numpy()
+    expected = (1 - 0.99**updates) * x.mean((0, 1, 2))
+    np.testing.assert_allclose(moving_mean, expected, rtol=1e-4)
+    back = dw.DeadwoodModel.from_config(model.get_config())
+    assert back.batch_norm == batch_norm
+    with pytest.raises(ValueError, match=r"`batch_norm`.*Received: batch_norm='both'"):
+        dw.DeadwoodModel(dw.prune_model(teacher), teacher, attack=None, batch_norm="both")
