@@ -500,9 +500,9 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
 
     def _lagrangian(self, y, index, valid, logits, fidelity_violation, robustness_violation,
                     sample_weight, replica_ctx):
-        """`(loss, grad_loss)`: the Lagrangian of this replica's batch (logged), and
+        """`(loss, grad_loss, l1)`: the Lagrangian of this replica's batch (logged);
         the share of the global batch's Lagrangian whose gradient this replica adds
-        (the same as `loss` without a strategy)."""
+        (`loss` itself without a strategy); and `Omega(w)`."""
         per_example = lagrangian.weighted_violations(
             self.fidelity_multipliers.value, self.robustness_multipliers.value, index,
             fidelity_violation, robustness_violation)
