@@ -387,14 +387,13 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
 
     def _labels(self, y):
         """`(labels, valid)`: int64 class ids `[batch]` (one-hot rows argmax-ed),
-        out-of-range ones replaced by 0 and counted (see `raise_on_invalid_data`)."""
+        out-of-range ones replaced by 0 (to be counted by `_count_invalid`)."""
         y = tf.convert_to_tensor(y)
         if y.shape.rank is not None and y.shape.rank >= 2 and y.shape[-1] == self.num_classes \
                 and self.num_classes > 1:
             y = tf.argmax(y, axis=-1)
         y = tf.reshape(tf.cast(y, tf.int64), [-1])
         valid = (y >= 0) & (y < self.num_classes)
-        self._count_invalid(0, valid)
         return tf.where(valid, y, tf.zeros_like(y)), valid
 
     def _indices(self, index, batch):
@@ -413,15 +412,17 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             return tf.zeros([batch], tf.int64), tf.ones([batch], tf.bool)
         index = tf.reshape(tf.cast(index, tf.int64), [-1])
         valid = (index >= 0) & (index < self.num_examples)
-        self._count_invalid(1, valid)
         return tf.where(valid, index, tf.zeros_like(index)), valid
 
-    def _count_invalid(self, slot, valid):
-        bad = tf.reduce_sum(tf.cast(tf.logical_not(valid), tf.float32))
+    def _count_invalid(self, label_ok, index_ok=None):
+        """Adds the batch's out-of-range labels and indices to the counts."""
+        bad = tf.stack([tf.reduce_sum(tf.cast(tf.logical_not(ok), tf.float32))
+                        for ok in (label_ok, tf.ones([0], tf.bool) if index_ok is None
+                                   else index_ok)])
         replica_ctx = tf.distribute.get_replica_context()
         if _replicas(replica_ctx) > 1:
             bad = replica_ctx.all_reduce("sum", bad)  # every replica's copy holds the total
-        self._data_check.variable.assign_add(tf.one_hot(slot, 2) * bad)
+        self._data_check.variable.assign_add(bad)
 
     def raise_on_invalid_data(self) -> None:
         """Raises ValueError if a step since the last call met out-of-range labels
@@ -467,8 +468,10 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         sparse categorical cross-entropy of the student, as `evaluate` reports."""
         if compat.compile_loss(self) is not None or y is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        labels, label_ok = self._labels(y)
+        self._count_invalid(label_ok)
         ce = keras.losses.sparse_categorical_crossentropy(
-            self._labels(y)[0], y_pred, from_logits=self._outputs_logits)
+            labels, y_pred, from_logits=self._outputs_logits)
         ce = lagrangian.batch_mean(ce, sample_weight)
         if self.losses:
             ce += tf.add_n([tf.cast(l, ce.dtype) for l in self.losses])
@@ -554,6 +557,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         x, y, index, sample_weight = self._unpack(data)
         y, label_ok = self._labels(y)
         index, index_ok = self._indices(index, tf.shape(y)[0])
+        self._count_invalid(label_ok, index_ok)
         valid = label_ok & index_ok
         replica_ctx = tf.distribute.get_replica_context()
 
