@@ -288,7 +288,9 @@ class Workdir:
         """
         path = self.file(name)
         if not os.path.exists(path):
-            self.forget(name)
+            if name in self._files:  # deleted, or a kill between the record and the move
+                self.log(f"deadwood_tf: {name} is recorded in {MANIFEST_NAME} but missing; {redo}")
+                self.forget(name)
             return None
         problem = self.verify(name)
         if not problem:

@@ -139,3 +139,10 @@ def test_config_fields_that_do_not_apply_are_named():
     c.teacher_path = "t.keras"
     c.teacher.epochs = 3
     assert [m.split(" ")[0] for m in config_lib.inapplicable_fields(c)] == ["`teacher.epochs`"]
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(checks)
+    assert result.attempted > 0 and result.failed == 0

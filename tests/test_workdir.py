@@ -178,3 +178,10 @@ def test_a_backup_resumes_its_fit_exactly_and_a_damaged_one_is_refused(digits, t
         assert any(n.startswith("backup.corrupt-") for n in os.listdir(tmp_path))
         assert "epoch-0003.weights.h5 cannot be trusted: its sha256" in logs[-2]
         assert logs[-1].endswith("the fit starts over.")
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(workdir_lib)
+    assert result.attempted > 0 and result.failed == 0
