@@ -176,8 +176,10 @@ def check_arrays(x, y=None, *, x_name: str = "x", y_name: str = "y",
     lengths = {n: (len(a) if a.ndim else None) for n, a in named}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"`{n}` has {k}" for n, k in lengths.items())
-        raise ValueError(f"Invalid data{_where(source)}: expected the same number of examples "
-                         f"(first axis) in every array. Received: {listed}")
+        expected = ("as many labels as inputs: the same number of examples (first axis) in "
+                    "every array" if y is not None else
+                    "the same number of examples (first axis) in every input")
+        raise ValueError(f"Invalid data{_where(source)}: expected {expected}. Received: {listed}")
     for n, a in leaves:
         check_finite(a, n, source)
     if y is not None:
