@@ -529,9 +529,11 @@ def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_
     Returns:
       `{"clean": acc, attack.name: acc, ...}` with accuracies in [0, 1].
     """
+    from deadwood_tf import checks
     from deadwood_tf.prune import check_keras_model
 
     check_keras_model(model)
+    checks.check_eval_arguments(model, x, y, attacks)
     x, y = _as_arrays(x, y)
     if y.ndim == 2 and y.shape[-1] > 1:
         y = y.argmax(-1)

@@ -130,3 +130,54 @@ def benchmark_config() -> ml_collections.ConfigDict:
     c.eval.square_examples = 200    # ART SquareAttack on a subset (0: skip)
     c.eval.square_queries = 500
     return c
+
+
+def _get(config, name: str):
+    for part in name.split("."):
+        config = config.get(part)
+    return config
+
+
+def _changed(config, name: str) -> bool:
+    """Whether `config.<name>` differs from `default_config()`'s (set by a config or a flag)."""
+    return _get(config, name) != _get(default_config(), name)
+
+
+def inapplicable_fields(config) -> list[str]:
+    """Warnings for fields set away from their default that the chosen dataset,
+    model source, attack, schedule or strategy ignores (ignoring them is harmless
+    to the run, but the user should know). One message per field, naming it."""
+    import os
+
+    out = []
+
+    def ignored(fields, why):
+        for name in fields:
+            if _changed(config, name):
+                out.append(f"`{name}` is ignored: {why}. Received: {name}={_get(config, name)!r}")
+
+    if config.data.name == "digits":
+        ignored(["data.path"], "data.name='digits' is scikit-learn's digits, not a file "
+                "(use data.name='npz' for a file in Keras' layout)")
+    if config.get("teacher_path"):
+        ignored(["teacher.epochs", "teacher.adversarial_epochs", "teacher.learning_rate",
+                 "model.name", "model.width", "model.depth"],
+                f"the teacher is loaded from teacher_path={config.teacher_path!r}, which fixes "
+                "the architecture and needs no training")
+    if config.attack.name == "fgsm":
+        ignored(["attack.steps", "attack.step_size", "attack.random_start"],
+                "attack.name='fgsm' takes one step of size eps")
+    if config.prune.schedule == "one_shot" or config.prune.solve_epochs == 0:
+        ignored(["prune.power"], "the cut is one-shot (prune.schedule='one_shot' or "
+                "prune.solve_epochs=0), so there is no gradual schedule")
+    if config.prune.finetune_epochs == 0:
+        ignored(["deadwood.finetune_sparsity_weight"], "prune.finetune_epochs=0")
+    if config.prune.schedule == "gradual" and config.prune.solve_epochs == 0 and \
+            _changed(config, "prune.solve_epochs"):
+        out.append("`prune.schedule`='gradual' needs solve epochs: with prune.solve_epochs=0 "
+                   "the cut is one-shot, before fine-tuning")
+    if config.get("strategy", "one_device") != "multi_worker" and os.environ.get("TF_CONFIG"):
+        out.append(f"the environment variable `TF_CONFIG` is ignored: strategy="
+                   f"{config.get('strategy', 'one_device')!r} (use strategy='multi_worker' to "
+                   "train across the workers it lists)")
+    return out

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from deadwood_tf import checks
 from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import compat
 from deadwood_tf import lagrangian
@@ -351,6 +352,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`; arrays get example indices attached (see the class doc)."""
+        checks.check_fit_arguments(self, x, y, kwargs.get("validation_data"))
         if y is not None and self._is_array_like(x):
             n = len(tf.nest.flatten(x)[0])
             if len(y) != n:
