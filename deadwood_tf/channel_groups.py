@@ -487,6 +487,18 @@ def group_energies(model, groups: ChannelGroups) -> np.ndarray:
     return out
 
 
+def filter_l1_norms(model, groups: ChannelGroups) -> np.ndarray:
+    """Per group: the L1 norm of its producers' filters (`W * M`), the criterion of
+    L1-norm filter pruning (Li et al., 2017); pass it as `cut_channels(energies=)`
+    with `normalize="none"`."""
+    out = np.zeros(len(groups.groups))
+    outputs = [s.role == "output" for g in groups.groups for s in g.slices if s.masked]
+    for (g, v), is_output in zip(kernel_slices(model, groups), outputs):
+        if is_output:
+            out[g] += float(np.sum(np.abs(v)))
+    return out
+
+
 def zero_groups(model, groups: ChannelGroups, read: str = "masks") -> np.ndarray:
     """Per group: True when all of its kernel slices read as 0 (`read` as in
     `kernel_slices`): with "masks", the groups already cut."""
@@ -569,3 +581,51 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "si
     macs = groups.macs(~cut)
     return {"groups_cut": int(cut.sum()), "groups": len(groups.groups), "macs": macs,
             "dense_macs": dense, "flops_removed": 1.0 - macs / dense if dense else 0.0}
+
+
+def group_lasso(model, groups: ChannelGroups | None = None):
+    """The group-lasso term over the channel groups, as a function of no arguments.
+
+    `Omega_g(w) = sum_g sqrt(n_g) * ||(W * M)_g||_2 / P`: each group's L2 norm
+    over all its masked kernel slices, weighted by the square root of its size
+    `n_g` (the usual group-lasso weighting, so that with one weight per group
+    it is the L1 term `sum |w| / P` of the unstructured method), divided by
+    the number `P` of kernel weights in groups. It drives whole groups towards
+    zero, so that the whole-group cut removes little that matters.
+
+    Returns:
+      `fn() -> scalar tensor`, to be called inside a gradient tape; it reads
+      the weights and the masks (`prune.pruned_weights`) when called.
+    """
+    groups = groups or channel_groups(model)
+    layers = _layers_by_name(model)
+    masks = _masks_by_weight(model)
+    num = len(groups.groups)
+    parts = {}  # (layer, weight, axis) -> segment id per position (num: not in a group)
+    for g in groups.groups:
+        for s in g.slices:
+            if s.masked:
+                var = getattr(layers[s.layer], s.weight)
+                key = (s.layer, s.weight, s.axis % len(var.shape))
+                ids = parts.setdefault(key, np.full(var.shape[key[2]], num, np.int32))
+                ids[list(s.indices)] = g.index
+    terms = []
+    for (lname, wname, axis), ids in parts.items():
+        var = getattr(layers[lname], wname)
+        reduce_axes = tuple(a for a in range(len(var.shape)) if a != axis)
+        terms.append((var, masks.get(id(var)), reduce_axes, keras.ops.convert_to_tensor(ids)))
+    weights = np.sqrt(np.array([g.size for g in groups.groups] + [0], np.float32))
+    total = float(sum(g.size for g in groups.groups)) or 1.0
+
+    def term():
+        energy = 0.0
+        for var, mask, axes, ids in terms:
+            w = var.value if mask is None else var.value * keras.ops.cast(mask.value, var.dtype)
+            per_position = keras.ops.sum(keras.ops.square(keras.ops.cast(w, "float32")), axes)
+            energy = energy + keras.ops.segment_sum(per_position, ids, num_segments=num + 1)
+        # sqrt has an infinite slope at 0: a cut group (all zero) gets no gradient.
+        safe = keras.ops.where(energy > 0, energy, 1.0)
+        norms = keras.ops.where(energy > 0, keras.ops.sqrt(safe), 0.0)
+        return keras.ops.sum(norms * weights) / total
+
+    return term

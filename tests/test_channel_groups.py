@@ -205,7 +205,7 @@ def test_shrink_stays_exact_when_fine_tuning_moves_a_cut_channels_beta():
     for i in cut:  # as fine-tuning would: beta and bias of cut channels move
         for sl in groups.groups[i].slices:
             if sl.weight in ("beta", "bias"):
-                var = getattr(cg._layers_by_name(pruned)[sl.layer], sl.weight)
+                var = getattr(cg.inner_layer(pruned.get_layer(sl.layer)), sl.weight)
                 value = np.array(var.numpy())
                 value[list(sl.indices)] = 0.5
                 var.assign(value)
@@ -227,3 +227,29 @@ def test_shrunk_model_exports_dense_float_and_int8(tmp_path):
         assert info["runs_on_default_interpreter"]
         y = dw.run_tflite(info["path"], x)
         assert y.shape == (32, 4)
+
+
+def test_group_lasso_is_the_weighted_sum_of_group_norms_and_ignores_cut_groups():
+    import tensorflow as tf
+
+    pruned = dw.prune_model(residual())
+    groups = cg.channel_groups(pruned)
+    cg.cut_channels(pruned, 0.4, groups=groups)
+    term = cg.group_lasso(pruned, groups)
+    sizes = np.array([g.size for g in groups.groups])
+    expected = np.sum(np.sqrt(cg.group_energies(pruned, groups) * sizes)) / sizes.sum()
+    weights = [w for w, _ in dw.prune.pruned_weights(pruned)]
+    with tf.GradientTape() as tape:
+        value = term()
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    grads = tape.gradient(value, weights)
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)  # cut groups: sqrt at 0
+
+
+def test_filter_l1_norms_read_the_producers_filters():
+    pruned = dw.prune_model(branches())
+    groups = cg.channel_groups(pruned)
+    norms = cg.filter_l1_norms(pruned, groups)
+    kernel = cg.inner_layer(pruned.get_layer("b")).kernel.numpy()
+    g = _group_with(groups, "b", 2)
+    assert norms[g.index] == pytest.approx(np.abs(kernel[..., 2]).sum(), rel=1e-6)
