@@ -101,17 +101,24 @@ def _tfkeras_adversarial_class():
 # ---------------------------------------------------------------- global magnitude + AT
 
 
-def global_magnitude_at(dense, ds, sparsity, *, attack, epochs=6, batch_size=128,
-                        learning_rate=1e-3, seed=0, min_keep=0, verbose=2):
-    """One-shot global magnitude cut to `sparsity`, then `epochs` of adversarial training."""
-    wrapped = prune.prune_model(dense)
-    prune.apply_sparsity(wrapped, sparsity, min_keep=min_keep)
+def _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
+                          verbose):
+    """`epochs` of adversarial training of a cut model (masks fixed); stripped."""
     if epochs:
         trainer = AdversarialTraining(wrapped, attack)
         trainer.compile(keras.optimizers.Adam(learning_rate))
         trainer.fit(ds.train_pipeline(batch_size, seed, with_index=False), epochs=epochs,
                     verbose=verbose)
     return prune.strip_pruning(wrapped)
+
+
+def global_magnitude_at(dense, ds, sparsity, *, attack, epochs=6, batch_size=128,
+                        learning_rate=1e-3, seed=0, min_keep=0, verbose=2):
+    """One-shot global magnitude cut to `sparsity`, then `epochs` of adversarial training."""
+    wrapped = prune.prune_model(dense)
+    prune.apply_sparsity(wrapped, sparsity, min_keep=min_keep)
+    return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
+                                 verbose)
 
 
 def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
@@ -131,12 +138,8 @@ def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
     groups = cg.channel_groups(wrapped)
     cg.cut_channels(wrapped, flops_fraction, normalize="none", groups=groups,
                     energies=cg.filter_l1_norms(wrapped, groups))
-    if epochs:
-        trainer = AdversarialTraining(wrapped, attack)
-        trainer.compile(keras.optimizers.Adam(learning_rate))
-        trainer.fit(ds.train_pipeline(batch_size, seed, with_index=False), epochs=epochs,
-                    verbose=verbose)
-    return prune.strip_pruning(wrapped)
+    return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
+                                 verbose)
 
 
 # ---------------------------------------------------------------- HYDRA
