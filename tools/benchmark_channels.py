@@ -146,7 +146,8 @@ def main(argv):
     tdir = os.path.join(out, "tflite")
     os.makedirs(tdir, exist_ok=True)
     ds = data_lib.load_dataset("npz", path=_DATA.value, num_train=_NUM_TRAIN.value)
-    train_attack = dw.PGD(_EPS.value, steps=_TRAIN_STEPS.value)
+    steps = _TRAIN_STEPS.value  # one step: FGSM with a random start (step = eps)
+    train_attack = dw.PGD(_EPS.value, steps=steps, step_size=min(2.5 / steps, 1.0) * _EPS.value)
     eval_attack = dw.PGD(_EPS.value, steps=_EVAL_STEPS.value)
     started = time.time()
     if _DENSE.value:
