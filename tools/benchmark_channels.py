@@ -58,7 +58,8 @@ _SOLVE = flags.DEFINE_integer("solve_epochs", 1, "Epochs before the cut.")
 _FINETUNE = flags.DEFINE_integer("finetune_epochs", 2, "Epochs after the cut.")
 _RHO = flags.DEFINE_float("rho", 50.0, "Weight of the sparsity term (group lasso / L1).")
 _TARGETS = flags.DEFINE_list("targets", ["0.25", "0.5", "0.75"], "FLOPs fractions removed.")
-_METHODS = flags.DEFINE_list("methods", ["structured", "l1_filter", "unstructured"], "Methods.")
+_METHODS = flags.DEFINE_list("methods", ["structured", "l1_filter", "unstructured"],
+                             "Methods: structured, structured_macs, l1_filter, unstructured.")
 _NORMALIZE = flags.DEFINE_string("normalize", "size", "Group score: size, macs or none.")
 _ROUND = flags.DEFINE_list("round_to", ["8"], "Extra rounded variants of `structured`.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -91,7 +92,7 @@ def _deadwood(student, teacher, attack, ds, rho):
     return model
 
 
-def structured(dense, ds, target, attack):
+def structured(dense, ds, target, attack, normalize=None):
     student = dw.prune_model(dense)
     groups = cg.channel_groups(student)
     lasso = cg.group_lasso(student, groups)
@@ -101,7 +102,8 @@ def structured(dense, ds, target, attack):
     anchor.regularizer = lambda _: _RHO.value * lasso()
     model = _deadwood(student, dense, attack, ds, 0.0)
     _fit(model, ds, _SOLVE.value, [DualStep()])
-    info = cg.cut_channels(student, target, normalize=_NORMALIZE.value, groups=groups)
+    info = cg.cut_channels(student, target, normalize=normalize or _NORMALIZE.value,
+                           groups=groups)
     anchor.regularizer = None
     model = _deadwood(student, dense, attack, ds, 0.0)  # retrace without the lasso
     _fit(model, ds, _FINETUNE.value, [DualStep()])
@@ -164,7 +166,9 @@ def main(argv):
              "params": dense.count_params(), **_accuracy(dense, ds, eval_attack),
              **_export(dense, "dense", ds, tdir), "tag": "dense"}]
     print(rows[-1], flush=True)
-    methods = {"structured": structured, "l1_filter": l1_filter, "unstructured": unstructured}
+    methods = {"structured": structured, "l1_filter": l1_filter, "unstructured": unstructured,
+               # the other group score, to measure which works better
+               "structured_macs": lambda *a: structured(*a, normalize="macs")}
     for target in [float(t) for t in _TARGETS.value]:
         for name in _METHODS.value:
             pruned, info = methods[name](dense, ds, target, train_attack)
@@ -177,7 +181,7 @@ def main(argv):
                 print(row, flush=True)
                 continue
             x = ds.x_test[:32]
-            for round_to in [1] + [int(r) for r in _ROUND.value if name == "structured"]:
+            for round_to in [1] + [int(r) for r in _ROUND.value if name.startswith("structured")]:
                 small = shrink_model(pruned, sample_inputs=x, round_to=round_to)
                 tag = f"{name}_{int(target * 100)}" + (f"_r{round_to}" if round_to > 1 else "")
                 small.save(os.path.join(out, f"{tag}.keras"))
