@@ -48,6 +48,18 @@ def branches():
     return _randomize_norms(keras.Model(inp, L.Dense(3, name="logits")(x)))
 
 
+def sequential():
+    return _randomize_norms(keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(6, 3, activation="relu", name="conv1"),
+        L.BatchNormalization(name="bn"),
+        L.MaxPooling2D(),
+        L.Flatten(),
+        L.Dense(12, activation="relu", name="fc1"),
+        L.Dense(10, name="logits"),
+    ]))
+
+
 def _group_with(groups, layer, index, role="output"):
     for g in groups.groups:
         for s in g.slices:
@@ -165,7 +177,7 @@ def test_scores_divide_by_size_or_macs():
         channel_impl.group_scores([1.0], [1], [1], "l3")
 
 
-@pytest.mark.parametrize("build", [residual, branches])
+@pytest.mark.parametrize("build", [residual, branches, sequential])
 def test_shrunk_model_matches_the_masked_one_and_is_smaller(build, tmp_path):
     model = build()
     pruned = dw.prune_model(model)
