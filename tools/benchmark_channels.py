@@ -176,6 +176,7 @@ def main(argv):
             row = {"method": name, "target": target, **_accuracy(pruned, ds, eval_attack)}
             if name == "unstructured":
                 plain = dw.strip_pruning(pruned)
+                plain.save(os.path.join(out, f"unstructured_{int(target * 100)}.keras"))
                 row.update(macs=dense_macs, params=dense.count_params(),
                            sparsity=dw.sparsity_report(plain).sparsity, tag="dense")
                 rows.append(row)
