@@ -8,6 +8,9 @@ model of the same architecture:
   per layer, on a tf_keras copy of the architecture (what most TF users do),
   with natural or adversarial fine-tuning; the weights come back into Keras 3.
 - `global_magnitude_at`: one-shot global magnitude cut, then adversarial training.
+- `l1_filter_at`: L1-norm filter pruning (Li et al., 2017): whole channel
+  groups ranked by their filters' L1 norms, one-shot cut to a fraction of the
+  FLOPs, then adversarial training; the structured baseline.
 - `hydra`: HYDRA (Sehwag et al., 2020): importance scores learnt under
   adversarial training with the weights frozen (straight-through top-k), a
   cut by score, then adversarial fine-tuning; on this project's masks.
@@ -98,17 +101,45 @@ def _tfkeras_adversarial_class():
 # ---------------------------------------------------------------- global magnitude + AT
 
 
-def global_magnitude_at(dense, ds, sparsity, *, attack, epochs=6, batch_size=128,
-                        learning_rate=1e-3, seed=0, min_keep=0, verbose=2):
-    """One-shot global magnitude cut to `sparsity`, then `epochs` of adversarial training."""
-    wrapped = prune.prune_model(dense)
-    prune.apply_sparsity(wrapped, sparsity, min_keep=min_keep)
+def _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
+                          verbose):
+    """`epochs` of adversarial training of a cut model (masks fixed); stripped."""
     if epochs:
         trainer = AdversarialTraining(wrapped, attack)
         trainer.compile(keras.optimizers.Adam(learning_rate))
         trainer.fit(ds.train_pipeline(batch_size, seed, with_index=False), epochs=epochs,
                     verbose=verbose)
     return prune.strip_pruning(wrapped)
+
+
+def global_magnitude_at(dense, ds, sparsity, *, attack, epochs=6, batch_size=128,
+                        learning_rate=1e-3, seed=0, min_keep=0, verbose=2):
+    """One-shot global magnitude cut to `sparsity`, then `epochs` of adversarial training."""
+    wrapped = prune.prune_model(dense)
+    prune.apply_sparsity(wrapped, sparsity, min_keep=min_keep)
+    return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
+                                 verbose)
+
+
+def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
+                 learning_rate=1e-3, seed=0, verbose=2):
+    """L1-norm filter pruning (Li et al., 2017) with adversarial fine-tuning.
+
+    The channel groups of `dense` (`channel_groups`) are ranked by the L1 norm
+    of their producers' filters and cut, one shot and globally, until
+    `flops_fraction` of the MACs is removed; then `epochs` of adversarial
+    training. Li et al. prune layer by layer with a sensitivity analysis; the
+    global ranking here gives the same budget as structured Deadwood's cut.
+    Returns the stripped model (cut channels are zero: `shrink_model` removes
+    them)."""
+    from deadwood_tf import channel_groups as cg
+
+    wrapped = prune.prune_model(dense)
+    groups = cg.channel_groups(wrapped)
+    cg.cut_channels(wrapped, flops_fraction, normalize="none", groups=groups,
+                    energies=cg.filter_l1_norms(wrapped, groups))
+    return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
+                                 verbose)
 
 
 # ---------------------------------------------------------------- HYDRA
