@@ -241,22 +241,28 @@ def with_switches(config, switches):
     return c, extra
 
 
-def _deadwood(config, switches, dense_at, ds, sparsity, seed):
+def make_deadwood_model(config, switches, teacher, num_train):
+    """`(model, config, per_example)`: the DeadwoodModel of a method's switches."""
     c, extra = with_switches(config, switches)
     d = c.deadwood
     per_example = extra.get("per_example", True)
     model = DeadwoodModel(
-        prune.prune_model(dense_at), dense_at, attack=attacks_lib.from_config(c.attack),
+        prune.prune_model(teacher), teacher, attack=attacks_lib.from_config(c.attack),
         fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
         sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
         temperature=d.temperature, robust_target=d.robust_target,
         initial_multiplier=d.initial_multiplier,
-        num_examples=ds.num_train if per_example else None)
+        num_examples=num_train if per_example else None)
     if "fidelity_multiplier" in extra:
-        model.ensure_multipliers(ds.num_train if per_example else 1)
+        model.ensure_multipliers(num_train if per_example else 1)
         model.fidelity_multipliers.assign(
             tf.fill(model.fidelity_multipliers.shape, float(extra["fidelity_multiplier"])))
-    model.compile(keras.optimizers.Adam(d.learning_rate))
+    return model, c, per_example
+
+
+def _deadwood(config, switches, dense_at, ds, sparsity, seed):
+    model, c, per_example = make_deadwood_model(config, switches, dense_at, ds.num_train)
+    model.compile(keras.optimizers.Adam(c.deadwood.learning_rate))
     epochs = c.prune.solve_epochs + c.prune.finetune_epochs
     model.fit(ds.train_pipeline(c.data.batch_size, 100 * seed + 2, with_index=per_example),
               epochs=epochs, verbose=_fit_verbose(c),
