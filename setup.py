@@ -38,7 +38,11 @@ setup(
     extras_require={
         # ART's gradient-free SquareAttack and AutoAttack for evaluation.
         "robustness": ["adversarial-robustness-toolbox==1.20.1", "multiprocess"],
-        "test": ["pytest", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
+        # The benchmark (deadwood_tf.benchmarks): stratified validation split
+        # (scikit-learn), t-intervals over seeds (scipy), worst-case attacks (ART).
+        "benchmark": ["scikit-learn", "scipy", "adversarial-robustness-toolbox==1.20.1",
+                      "multiprocess"],
+        "test": ["pytest", "scipy", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
                  "multiprocess"],
     },
 )
