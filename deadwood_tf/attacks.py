@@ -590,3 +590,89 @@ def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_
                 progbar.add(1)
         results[name] = total / n
     return results
+
+
+# ---------------------------------------------------------------- APGD and attacks by name
+
+
+@keras.saving.register_keras_serializable(package="deadwood_tf")
+class APGD(ARTAttack):
+    """ART's Auto-PGD (Croce and Hein, 2020) with one loss: "ce" or "dlr".
+
+    APGD-DLR's loss is invariant to the logits' scale, so it catches models
+    whose robustness to PGD on cross-entropy comes from saturated logits.
+    Needs at least 3 classes for "dlr". Evaluation only (runs eagerly).
+    """
+
+    LOSSES = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}
+
+    def __init__(self, eps, norm="linf", steps=100, loss="ce", restarts=1, clip_min=0.0,
+                 clip_max=1.0):
+        super().__init__(eps, norm, clip_min, clip_max)
+        if loss not in self.LOSSES:
+            raise ValueError(f"Invalid value for argument `loss`: expected one of "
+                             f"{tuple(self.LOSSES)}. Received: loss={loss!r}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1 \
+                or isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) \
+                or restarts < 1:
+            raise ValueError(
+                "Invalid values for arguments `steps`, `restarts`: expected ints >= 1. "
+                f"Received: steps={steps!r}, restarts={restarts!r}")
+        self.steps, self.loss, self.restarts = int(steps), loss, int(restarts)
+
+    @property
+    def name(self) -> str:
+        return f"apgd_{self.loss}{self.steps}_{self.norm_name}_{self.eps:g}"
+
+    def _build(self, classifier):
+        from art.attacks.evasion import AutoProjectedGradientDescent
+
+        return AutoProjectedGradientDescent(
+            estimator=classifier, norm=self.norm, eps=self.eps, eps_step=2 * self.eps / 10,
+            max_iter=self.steps, nb_random_init=self.restarts,
+            loss_type=self.LOSSES[self.loss], verbose=False)
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps, "loss": self.loss,
+                "restarts": self.restarts}
+
+
+# The one place where attacks are built from names (configs, command lines).
+ATTACKS = {"fgsm": FGSM, "pgd": PGD, "square": SquareAttack, "apgd": APGD,
+           "autoattack": AutoAttack}
+
+
+def make_attack(name: str, eps: float, **kwargs) -> Attack:
+    """The attack called `name` (a key of `ATTACKS`) at radius `eps`.
+
+    `kwargs` are the class's own arguments (`norm`, `steps`, `step_size`,
+    `random_start`, `max_queries`, `loss`, `clip_min`, ...); an argument the
+    class does not take is an error, so a misspelt setting cannot pass unseen.
+    """
+    import inspect
+
+    if name not in ATTACKS:
+        raise ValueError(f"Invalid value for argument `name`: expected one of {tuple(ATTACKS)}. "
+                         f"Received: name={name!r}")
+    cls = ATTACKS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"Invalid arguments for the {name!r} attack: {unknown}; it takes "
+                         f"{sorted(accepted)}. Received: {kwargs}")
+    return cls(eps, **kwargs)
+
+
+def from_config(c) -> Attack:
+    """`make_attack` from a mapping (e.g. the pipeline's `config.attack`): its
+    `name`, `eps` and whichever of the class's arguments it holds; other keys
+    are ignored, so one config section can carry settings of several attacks."""
+    import inspect
+
+    c = dict(c)
+    if "name" not in c or "eps" not in c:
+        raise ValueError(f"Invalid attack config: expected keys `name` and `eps`. Received: {c}")
+    cls = ATTACKS.get(c["name"])
+    accepted = (set(inspect.signature(cls.__init__).parameters) - {"self", "eps"}
+                if cls else set())
+    return make_attack(c["name"], c["eps"], **{k: v for k, v in c.items() if k in accepted})

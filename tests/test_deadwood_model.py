@@ -26,7 +26,8 @@ def test_fit_on_arrays_keeps_one_multiplier_per_example(teacher, digits):
     x, y = digits[0][:320], digits[1][:320]
     model = make(teacher, robustness_bound=0.05)
     history = model.fit(x, y, epochs=2, batch_size=64, verbose=0,
-                        callbacks=[dw.DeadwoodCallback(0.5, prune_epoch=2, dual_step_size=1.0)])
+                        callbacks=[dw.DeadwoodCallback(0.5, prune_epoch=2, dual_step_size=1.0,
+                                                       schedule="one_shot")])
     assert model.num_examples == 320
     mu = model.robustness_multipliers.numpy()
     assert mu.shape == (320,) and len(np.unique(mu)) > 100  # examples differ
