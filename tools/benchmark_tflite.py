@@ -189,14 +189,9 @@ def main(argv):
 
 
 def _prunable(model):
-    from deadwood_tf import prune, prune_registry
+    from deadwood_tf import prune_registry
 
-    out = []
-    for layer in prune._sub_models(model):
-        if prune_registry.is_prunable(layer) and not hasattr(layer, "layers"):
-            out += [prune_registry.resolve_weight(layer, p)
-                    for p in prune_registry.prunable_weight_paths(layer)]
-    return out
+    return [v for _, _, v in prune_registry.prunable_variables(model)]
 
 
 if __name__ == "__main__":
