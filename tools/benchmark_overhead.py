@@ -7,7 +7,8 @@ Deadwood with the same attack, on the benchmark's CNN (225k parameters).
 
 Plain and pruned models are timed in alternating epochs in one process, so
 load from other jobs falls on both alike; the overhead is the median over the
-rounds of (pruned / plain - 1). Prints a Markdown table of milliseconds per step.
+rounds of (pruned / plain - 1), in wall time and in process CPU time. Prints a
+Markdown table of milliseconds per step.
 """
 
 import os
@@ -23,6 +24,22 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating timed epochs per model 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _ADVERSARIAL = flags.DEFINE_bool("adversarial", True,
                                  "Also time PGD-5 adversarial training and Deadwood.")
+
+
+def _forward_macs(model) -> int:
+    """Multiply-accumulates of one example's forward pass through the Conv/Dense layers."""
+    import keras
+
+    macs = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        size = int(np.prod(kernel.shape))
+        if isinstance(layer, keras.layers.Conv2D):  # once per output position
+            size *= int(np.prod(layer.output.shape[1:3]))
+        macs += size
+    return macs
 
 
 def main(argv):
@@ -64,9 +81,12 @@ def main(argv):
         return model
 
     def epoch_ms(model):
-        start = time.perf_counter()
+        """Wall and process CPU milliseconds per step (CPU time, summed over
+        threads, moves less than wall time when other jobs share the machine)."""
+        start, cpu = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=_BATCH.value, epochs=1, verbose=0)
-        return 1000 * (time.perf_counter() - start) / _STEPS.value
+        return (1000 * (time.perf_counter() - start) / _STEPS.value,
+                1000 * (time.process_time() - cpu) / _STEPS.value)
 
     pairs = [("natural training", natural(keras.models.clone_model(base)), natural(pruned()))]
     if _ADVERSARIAL.value:
@@ -75,25 +95,38 @@ def main(argv):
     rows = []
     for name, plain, masked in pairs:
         epoch_ms(plain), epoch_ms(masked)  # warm-up: tracing
-        times = [(epoch_ms(plain), epoch_ms(masked)) for _ in range(_ROUNDS.value)]
-        p, m = np.median([t[0] for t in times]), np.median([t[1] for t in times])
-        overhead = 100 * np.median([b / a - 1 for a, b in times])
-        rows += [(f"plain model, {name}", p, ""), (f"pruned model (masks), {name}", m,
-                                                   f"{overhead:+.1f}%")]
-        print(f"{name}: plain {p:.1f} ms, masks {m:.1f} ms, overhead {overhead:+.1f}% "
-              f"(per round: {[f'{100 * (b / a - 1):+.1f}%' for a, b in times]})", flush=True)
+        times = np.array([(epoch_ms(plain), epoch_ms(masked)) for _ in range(_ROUNDS.value)])
+        # times[round, plain|masked, wall|cpu]
+        p, m = np.median(times[:, 0], axis=0), np.median(times[:, 1], axis=0)
+        overhead = 100 * np.median(times[:, 1] / times[:, 0] - 1, axis=0)
+        rows += [(f"plain model, {name}", p, None),
+                 (f"pruned model (masks), {name}", m, overhead)]
+        print(f"{name}: wall {p[0]:.1f} -> {m[0]:.1f} ms ({overhead[0]:+.1f}%), CPU "
+              f"{p[1]:.1f} -> {m[1]:.1f} ms ({overhead[1]:+.1f}%); CPU per round: "
+              f"{[f'{v:+.1f}%' for v in 100 * (times[:, 1, 1] / times[:, 0, 1] - 1)]}",
+              flush=True)
     if _ADVERSARIAL.value:
         model = deadwood()
         epoch_ms(model)
         rows.append(("DeadwoodModel (PGD-5, teacher pass, multipliers)",
-                     np.median([epoch_ms(model) for _ in range(_ROUNDS.value)]), ""))
+                     np.median([epoch_ms(model) for _ in range(_ROUNDS.value)], axis=0), None))
+
+    # A count no other job can disturb: the masks add one multiply (and one
+    # assign) per masked weight per step; the step does about 3 x 2 x MACs
+    # floating-point operations per example (forward, and backward twice).
+    masked = sum(int(np.prod(w.shape)) for w, _ in dw.pruned_weights(pairs[0][2]))
+    step_flops = 6 * _forward_macs(base) * _BATCH.value
+    print(f"\nmask work per step: {masked} multiplies against ~{step_flops / 1e9:.2f} GFLOP "
+          f"of the step ({100 * masked / step_flops:.3f}%); no work in the forward pass")
 
     print(f"\n{platform.platform()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
           f"batch {_BATCH.value}, {_STEPS.value} steps x {_ROUNDS.value} alternating rounds "
           "(median)\n")
-    print("| training | ms / step | masks' overhead (median of paired rounds) |\n|---|---|---|")
+    print("| training | wall ms / step | CPU ms / step | masks' overhead, wall / CPU "
+          "(median of paired rounds) |\n|---|---|---|---|")
     for name, ms, overhead in rows:
-        print(f"| {name} | {ms:.1f} | {overhead} |")
+        extra = "" if overhead is None else f"{overhead[0]:+.1f}% / {overhead[1]:+.1f}%"
+        print(f"| {name} | {ms[0]:.1f} | {ms[1]:.1f} | {extra} |")
 
 
 if __name__ == "__main__":

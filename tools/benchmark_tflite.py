@@ -191,7 +191,7 @@ def main(argv):
 def _prunable(model):
     from deadwood_tf import prune_registry
 
-    return [variable for _, _, variable in prune_registry.prunable_variables(model)]
+    return [v for _, _, v in prune_registry.prunable_variables(model)]
 
 
 if __name__ == "__main__":
