@@ -543,15 +543,17 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         the global batch) and every replica applies the same scatter to its own
         copy of the buffers.
         """
-        values = tf.stop_gradient(tf.stack(
-            [fidelity_violation, robustness_violation, tf.ones_like(fidelity_violation)], 1)
-            * tf.cast(valid, tf.float32)[:, None])  # out-of-range examples add nothing
+        # Out-of-range examples travel with index -1 and add nothing.
+        index = tf.where(valid, index, -tf.ones_like(index))
+        values = tf.stop_gradient(tf.stack([fidelity_violation, robustness_violation], 1))
         if _replicas(replica_ctx) > 1:
             index, values = replica_ctx.all_gather((index, values), axis=0)
-        for column, buffer in enumerate((self.fidelity_violations, self.robustness_violations,
-                                         self.violation_counts)):
-            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index[:, None],
-                                                   values[:, column]))
+        counted = tf.cast(index >= 0, tf.float32)
+        index = tf.maximum(index, 0)[:, None]
+        for buffer, column in ((self.fidelity_violations, values[:, 0] * counted),
+                               (self.robustness_violations, values[:, 1] * counted),
+                               (self.violation_counts, counted)):
+            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index, column))
 
     def train_step(self, data):
         x, y, index, sample_weight = self._unpack(data)
