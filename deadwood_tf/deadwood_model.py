@@ -124,10 +124,12 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         yields `(x, y, index)`.
       from_logits: whether the models output logits; by default detected (a
         final softmax is skipped to recover exact logits).
-      batch_norm: "joint" (default): clean and adversarial inputs go through
-        the student as one batch (one set of batch-norm statistics);
-        "separate": two passes, each normalised by its own batch's statistics.
-        docs/benchmarks.md compares the two.
+      batch_norm: "separate" (default): clean and adversarial inputs go
+        through the student in two passes, each normalised by its own batch's
+        statistics; "joint": one pass over both (one set of batch-norm
+        statistics). On a batch-norm model separate passes scored higher, clean
+        and under PGD (docs/benchmarks.md); without batch norm both compute
+        the same.
 
     Inputs may be a dict, list or tuple of tensors (a model with several
     inputs); the attack perturbs the floating-point ones (see `Attack`). An
@@ -151,7 +153,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
     def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.0,
                  robustness_bound=0.0, sparsity_weight=50.0, label_weight=0.0,
                  temperature=1.0, robust_target="label", initial_multiplier=1.0,
-                 num_examples=None, from_logits=None, batch_norm="joint", **kwargs):
+                 num_examples=None, from_logits=None, batch_norm="separate", **kwargs):
         prune.check_keras_model(student, "student")
         prune.check_keras_model(teacher, "teacher")
         if attack is _REQUIRED:
