@@ -176,12 +176,22 @@ class Attack:
 
     def check_inputs(self, model) -> None:
         """Raises ValueError if this attack cannot apply to `model`'s inputs
-        (no floating-point input, or a picked input the model lacks). Models
+        (no floating-point input, a picked input or a per-input bound the model lacks). Models
         whose inputs are unknown before a call (subclassed) are checked at the
         first call instead."""
         inputs = _model_inputs(model)
-        if inputs is not None:
-            self._selected(_entries(inputs), lambda t: t.dtype)
+        if inputs is None:
+            return
+        entries = _entries(inputs)
+        self._selected(entries, lambda t: t.dtype)
+        keys = [k for k, _ in entries]
+        for name in ("clip_min", "clip_max"):
+            bound = getattr(self, name)
+            unknown = [k for k in bound if k not in keys] if isinstance(bound, dict) else []
+            if unknown:
+                raise ValueError(
+                    f"Invalid value for argument `{name}`: expected keys of the model's inputs "
+                    f"({keys}). Received: {name}={bound!r}")
 
     def _bounds_of(self, key):
         """(clip_min, clip_max) of one input: both None, or both numbers (cleverhans

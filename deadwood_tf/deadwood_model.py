@@ -136,10 +136,12 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         yields `(x, y, index)`.
       from_logits: whether the models output logits; by default detected (a
         final softmax is skipped to recover exact logits).
-      batch_norm: "joint" (default): clean and adversarial inputs go through
-        the student as one batch (one set of batch-norm statistics);
-        "separate": two passes, each normalised by its own batch's statistics.
-        docs/benchmarks.md compares the two.
+      batch_norm: "separate" (default): clean and adversarial inputs go
+        through the student in two passes, each normalised by its own batch's
+        statistics; "joint": one pass over both (one set of batch-norm
+        statistics). On a batch-norm model separate passes scored higher, clean
+        and under PGD (docs/benchmarks.md); without batch norm both compute
+        the same.
 
     Inputs may be a dict, list or tuple of tensors (a model with several
     inputs); the attack perturbs the floating-point ones (see `Attack`). An
@@ -163,7 +165,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
     def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.0,
                  robustness_bound=0.0, sparsity_weight=50.0, label_weight=0.0,
                  temperature=1.0, robust_target="label", initial_multiplier=1.0,
-                 num_examples=None, from_logits=None, batch_norm="joint", **kwargs):
+                 num_examples=None, from_logits=None, batch_norm="separate", **kwargs):
         prune.check_keras_model(student, "student")
         prune.check_keras_model(teacher, "teacher")
         if attack is _REQUIRED:
@@ -557,15 +559,17 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         the global batch) and every replica applies the same scatter to its own
         copy of the buffers.
         """
-        values = tf.stop_gradient(tf.stack(
-            [fidelity_violation, robustness_violation, tf.ones_like(fidelity_violation)], 1)
-            * tf.cast(valid, tf.float32)[:, None])  # out-of-range examples add nothing
+        # Out-of-range examples travel with index -1 and add nothing.
+        index = tf.where(valid, index, -tf.ones_like(index))
+        values = tf.stop_gradient(tf.stack([fidelity_violation, robustness_violation], 1))
         if _replicas(replica_ctx) > 1:
             index, values = replica_ctx.all_gather((index, values), axis=0)
-        for column, buffer in enumerate((self.fidelity_violations, self.robustness_violations,
-                                         self.violation_counts)):
-            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index[:, None],
-                                                   values[:, column]))
+        counted = tf.cast(index >= 0, tf.float32)
+        index = tf.maximum(index, 0)[:, None]
+        for buffer, column in ((self.fidelity_violations, values[:, 0] * counted),
+                               (self.robustness_violations, values[:, 1] * counted),
+                               (self.violation_counts, counted)):
+            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index, column))
 
     def train_step(self, data):
         x, y, index, sample_weight = self._unpack(data)

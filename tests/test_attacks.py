@@ -179,6 +179,8 @@ def test_attacks_that_cannot_apply_are_refused_when_the_deadwood_model_is_built(
         dw.DeadwoodModel(student, model, attack=dw.PGD(0.1, inputs=["image"]))
     with pytest.raises(ValueError, match=r"`inputs`: input 'tokens' has dtype int32"):
         dw.DeadwoodModel(student, model, attack=dw.PGD(0.1, inputs=["tokens"]))
+    with pytest.raises(ValueError, match=r"`clip_max`: expected keys.*Received: clip_max=\{'feature'"):
+        dw.DeadwoodModel(student, model, attack=dw.PGD(0.1, clip_max={"feature": 1.0}))
     tokens = keras.Input((5,), dtype="int32")
     text = keras.Model(tokens, keras.layers.Dense(3)(
         keras.layers.Flatten()(keras.layers.Embedding(20, 4)(tokens))))
