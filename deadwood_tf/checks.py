@@ -213,9 +213,8 @@ def check_dataset_spec(ds, name: str = "x") -> None:
     spec = getattr(ds, "element_spec", None)
     if not isinstance(spec, tuple) or len(spec) < 2:
         return
-    dtype = getattr(spec[1], "dtype", None)
-    if dtype is not None and not (dtype.is_integer or dtype.is_floating) or \
-            (dtype is not None and dtype.is_bool):
+    dtype = getattr(spec[1], "dtype", None)  # None: a per-replica spec, left alone
+    if dtype is not None and (dtype.is_bool or not (dtype.is_integer or dtype.is_floating)):
         raise ValueError(
             f"Invalid data in `{name}`: expected a dataset of (inputs, labels[, index]) with "
             f"integer or float labels. Received: labels of dtype {dtype.name}")
