@@ -185,3 +185,15 @@ def test_the_module_docstring_example_runs():
 
     result = doctest.testmod(workdir_lib)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_line_torn_off_an_appended_log_is_cut(tmp_path, capsys):
+    from deadwood_tf import train
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,1.5\n1,1.")
+    train._repair_appended_log(str(path))
+    assert path.read_text() == "epoch,loss\n0,1.5\n"
+    assert "removed an incomplete last line" in capsys.readouterr().out
+    train._repair_appended_log(str(path))  # a whole file is left alone
+    assert path.read_text() == "epoch,loss\n0,1.5\n"
