@@ -380,7 +380,8 @@ def _train_teacher(config, ds, wd: Workdir, timings):
     natural_name = "teacher_natural.keras" if c.adversarial_epochs else "teacher.keras"
     teacher = None
     if c.adversarial_epochs and c.epochs:
-        teacher = wd.load(natural_name, keras.models.load_model, "redoing the teacher's natural training")
+        teacher = wd.load(natural_name, keras.models.load_model,
+                          "redoing the teacher's natural training")
         if teacher is not None:
             banner(f"Teacher: found {wd.file(natural_name)} (natural training done before, "
                    "sha256 verified), loading it")
