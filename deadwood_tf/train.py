@@ -358,7 +358,13 @@ def _train_teacher(config, ds, wd: Workdir, timings):
     """
     if config.teacher_path:
         banner(f"Teacher: loading {config.teacher_path}")
-        teacher = keras.models.load_model(config.teacher_path)
+        try:
+            teacher = keras.models.load_model(config.teacher_path)
+        except Exception as e:  # Keras says "File not found" of a truncated file that exists
+            raise ValueError(
+                f"Invalid value for `teacher_path`: {config.teacher_path} exists "
+                f"({os.path.getsize(config.teacher_path):,} bytes) but does not load as a Keras "
+                f"model; is it a complete .keras file? ({type(e).__name__}: {e})") from e
         prune.check_keras_model(teacher, "teacher_path")
         if tuple(teacher.inputs[0].shape[1:]) != ds.input_shape or \
                 teacher.outputs[0].shape[-1] != ds.num_classes:
