@@ -86,52 +86,6 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def benchmark_config() -> ml_collections.ConfigDict:
-    """The benchmark's reference protocol (tools/benchmark.py, profile "full").
-
-    MNIST-style data in [0, 1]; L-inf eps 0.2; training attack PGD-5 (step
-    0.05, random start); evaluation PGD-20 (step 0.02, random start) and FGSM;
-    the CNN Conv(32,3)-MaxPool-Conv(64,3)-MaxPool-Dense(128)-Dense(10) (225k
-    parameters). Dense model: 8 epochs natural, then 6 epochs of PGD-5
-    adversarial training (Adam 1e-3, batch 128); every pruning method then
-    gets 6 epochs.
-    """
-    base = default_config()
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.verbose = 2
-    c.methods = ()                  # empty: all of deadwood_tf.benchmark.METHODS
-    c.sparsities = (0.9, 0.95, 0.99)
-    c.data = base.data
-    c.data.name = "npz"
-    c.data.path = "../shared/data/mnist10k.npz"
-    c.model = base.model
-    c.model.width = 32
-    c.attack = base.attack
-    c.dense = ml_collections.ConfigDict()
-    c.dense.epochs = 8
-    c.dense.adversarial_epochs = 6
-    c.dense.learning_rate = 1e-3
-    c.prune = ml_collections.ConfigDict()
-    c.prune.epochs = 6              # the budget of every pruning method
-    c.prune.learning_rate = 1e-3
-    c.tfmot = ml_collections.ConfigDict()
-    c.tfmot.pruning_epochs = 4      # PolynomialDecay over the first 4 epochs
-    c.tfmot.frequency = 10          # steps between tfmot's mask updates
-    c.hydra = ml_collections.ConfigDict()
-    c.hydra.score_epochs = 3
-    c.hydra.score_learning_rate = 1e-3
-    c.deadwood = base.deadwood
-    c.deadwood.solve_epochs = 3     # the rest of prune.epochs is fine-tuning
-    c.deadwood.power = 3            # cubic gradual cut (the default method)
-    c.deadwood.min_keep = 0
-    c.eval = base.eval
-    c.eval.num_examples = 0         # the whole test split
-    c.eval.square_examples = 200    # ART SquareAttack on a subset (0: skip)
-    c.eval.square_queries = 500
-    return c
-
-
 def _get(config, name: str):
     for part in name.split("."):
         config = config.get(part)

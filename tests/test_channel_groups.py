@@ -1,0 +1,267 @@
+"""Channel groups from the graph, whole-group cuts, and shrink_model."""
+
+import keras
+import numpy as np
+import pytest
+
+import deadwood_tf as dw
+from deadwood_tf import channel_groups as cg
+from deadwood_tf import channel_impl
+from deadwood_tf.shrink import shrink_model
+
+L = keras.layers
+
+
+def _randomize_norms(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                               for w in layer.get_weights()])
+        elif getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape).astype("float32"))
+    return model
+
+
+def residual():
+    x = inp = keras.Input((8, 8, 3))
+    x = L.ReLU()(L.BatchNormalization(name="bn0")(L.Conv2D(6, 3, padding="same", name="c0")(x)))
+    y = L.Conv2D(5, 3, padding="same", name="c1")(x)
+    y = L.BatchNormalization(name="bn1")(y)
+    y = L.Conv2D(6, 3, padding="same", name="c2")(L.ReLU()(y))
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.GlobalAveragePooling2D()(x)
+    return _randomize_norms(keras.Model(inp, L.Dense(4, name="logits")(x)))
+
+
+def branches():
+    """Concatenate, depthwise, pooling, flatten -> dense."""
+    x = inp = keras.Input((8, 8, 2))
+    a = L.Conv2D(3, 1, name="a")(x)
+    b = L.Conv2D(4, 3, padding="same", activation="relu", name="b")(x)
+    x = L.Concatenate()([a, b])
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.Conv2D(5, 1, name="pw")(x)
+    x = L.MaxPooling2D()(x)
+    x = L.Flatten()(x)
+    x = L.Dense(7, activation="relu", name="fc")(x)
+    return _randomize_norms(keras.Model(inp, L.Dense(3, name="logits")(x)))
+
+
+def sequential():
+    return _randomize_norms(keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(6, 3, activation="relu", name="conv1"),
+        L.BatchNormalization(name="bn"),
+        L.MaxPooling2D(),
+        L.Flatten(),
+        L.Dense(12, activation="relu", name="fc1"),
+        L.Dense(10, name="logits"),
+    ]))
+
+
+def _group_with(groups, layer, index, role="output"):
+    for g in groups.groups:
+        for s in g.slices:
+            if s.layer == layer and s.role == role and index in s.indices:
+                return g
+    return None
+
+
+def _slices(group, layer, role):
+    return [s for s in group.slices if s.layer == layer and s.role == role]
+
+
+def test_add_ties_residual_producers_and_their_batch_norms():
+    groups = cg.channel_groups(residual())
+    g = _group_with(groups, "c0", 2)
+    assert _group_with(groups, "c2", 2) is g            # tied by Add
+    assert _slices(g, "bn0", "norm")[0].indices == (2,)
+    # c2 and logits consume channel 2 of the residual stream
+    assert _slices(g, "c1", "input")[0].indices == (2,)
+    assert _slices(g, "logits", "input")[0].indices == (2,)
+    # c1's channels are their own groups; logits' outputs are never grouped
+    assert len(groups.groups) == 6 + 5
+    assert _group_with(groups, "logits", 0) is None
+
+
+def test_concat_offsets_depthwise_pass_through_and_flatten_expansion():
+    groups = cg.channel_groups(branches())
+    g = _group_with(groups, "b", 1)                    # channel 3 + 1 of the concat
+    assert _slices(g, "dw", "depthwise")[0].indices == (4,)
+    assert _slices(g, "pw", "input")[0].indices == (4,)
+    assert _slices(g, "b", "bias")[0].indices == (1,)
+    assert _slices(groups.groups[0], "dw", "depthwise")[0].indices == (0,)
+    h = _group_with(groups, "pw", 2)                    # flatten: 4x4 positions of 5 channels
+    assert _slices(h, "fc", "input")[0].indices == tuple(range(2, 80, 5))
+    assert len(groups.groups) == 3 + 4 + 5 + 7
+
+
+def test_macs_are_counted_per_layer():
+    groups = cg.channel_groups(branches())
+    expected = (64 * 2 * 3 + 64 * 9 * 2 * 4 + 64 * 9 * 7 + 64 * 7 * 5 + 80 * 7 + 7 * 3)
+    assert groups.total_macs == expected
+    g = _group_with(groups, "a", 0)      # a's output, dw's channel, pw's input
+    assert g.macs == 64 * 2 + 64 * 9 + 64 * 5
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda x: L.Reshape((4, 16), name="reshape")(L.Conv2D(4, 1, name="p")(x)), "reshape"),
+    (lambda x: L.Conv2D(4, 1, activation="sigmoid", name="sig")(x), "sig"),
+    (lambda x: L.LayerNormalization(name="ln")(L.Conv2D(4, 1, name="p")(x)), "ln"),
+])
+def test_unanalysable_layers_are_refused_by_name(build, name):
+    inp = keras.Input((4, 4, 3))
+    x = build(inp)
+    x = L.Dense(2, name="head")(L.Flatten()(x))
+    with pytest.raises(ValueError, match=f"layer '{name}"):
+        cg.channel_groups(keras.Model(inp, x))
+
+
+def test_subclassed_models_are_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = L.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="subclassed"):
+        cg.channel_groups(net)
+
+
+def test_input_side_layers_need_no_analysis():
+    inp = keras.Input((4, 4, 3))
+    x = L.Rescaling(2.0, offset=-1.0)(inp)          # sees only the input's channels
+    x = L.Flatten()(L.Conv2D(4, 1, name="p")(x))
+    groups = cg.channel_groups(keras.Model(inp, L.Dense(2)(x)))
+    assert len(groups.groups) == 4
+
+
+def test_group_cut_keeps_old_cuts_and_reaches_the_flops_target():
+    model = branches()
+    pruned = dw.prune_model(model)
+    groups = cg.channel_groups(pruned)
+    first = cg.cut_channels(pruned, 0.3, groups=groups)
+    cut1 = cg.zero_groups(pruned, groups)
+    second = cg.cut_channels(pruned, 0.6, groups=groups)
+    cut2 = cg.zero_groups(pruned, groups)
+    assert np.all(cut2[cut1]) and cut2.sum() > cut1.sum()
+    assert first["flops_removed"] >= 0.3 and second["flops_removed"] >= 0.6
+    assert second["macs"] == groups.macs(~cut2)
+    # every producer keeps a channel; the output layer keeps all
+    for lc in groups.layers:
+        if lc.kind == "kernel":
+            assert np.sum((lc.out_groups < 0) | ~cut2[np.maximum(lc.out_groups, 0)]) >= 1
+
+
+def test_groups_to_cut_ranks_by_score_and_guards_layers():
+    # two layers of 2 channels each, groups 0,1 in layer 0 and 2,3 in layer 1
+    tables = channel_impl.mac_tables([[-1], [0, 1]], [[0, 1], [2, 3]], [10, 1], [False, False], 4)
+    assert channel_impl.macs(tables, np.ones(4, bool)) == 10 * 2 + 4
+    cut = channel_impl.groups_to_cut([0.1, 0.0, 5.0, 6.0], np.zeros(4, bool), 0.7, tables)
+    # group 1 first, then 0 would empty layer 0: skipped, then 2
+    assert cut.tolist() == [False, True, True, False]
+    cut = channel_impl.groups_to_cut([1, 2, 3, 4], np.zeros(4, bool), 0.5, tables, unit="channels")
+    assert cut.tolist() == [True, False, True, False]
+
+
+def test_scores_divide_by_size_or_macs():
+    s = channel_impl.group_scores([4.0, 4.0], [2, 4], [10, 40], "size")
+    assert s.tolist() == [2.0, 1.0]
+    assert channel_impl.group_scores([4.0, 4.0], [2, 4], [10, 40], "macs").tolist() == [0.4, 0.1]
+    with pytest.raises(ValueError, match="`normalize`"):
+        channel_impl.group_scores([1.0], [1], [1], "l3")
+
+
+@pytest.mark.parametrize("build", [residual, branches, sequential])
+def test_shrunk_model_matches_the_masked_one_and_is_smaller(build, tmp_path):
+    model = build()
+    pruned = dw.prune_model(model)
+    cg.cut_channels(pruned, 0.5)
+    x = np.random.default_rng(1).uniform(0, 1, (16, *model.input_shape[1:])).astype("float32")
+    small = shrink_model(pruned, sample_inputs=x)
+    ref = keras.ops.convert_to_numpy(pruned(x))
+    assert np.max(np.abs(keras.ops.convert_to_numpy(small(x)) - ref)) <= 1e-5
+    assert small.count_params() < 0.75 * model.count_params()
+    assert cg.channel_groups(small).total_macs <= 0.5 * cg.channel_groups(model).total_macs
+    path = str(tmp_path / "small.keras")
+    small.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert np.max(np.abs(keras.ops.convert_to_numpy(loaded(x)) - ref)) <= 1e-5
+
+
+def test_rounding_keeps_multiples_and_stays_exact():
+    model = residual()
+    pruned = dw.prune_model(model)
+    cg.cut_channels(pruned, 0.5)
+    small = shrink_model(pruned, round_to=4)
+    widths = [l.filters for l in small.layers if isinstance(l, L.Conv2D)]
+    full = [6, 5, 6]
+    assert all(w % 4 == 0 or w == f for w, f in zip(widths, full))
+    assert widths != full
+    with pytest.raises(ValueError, match="`round_to`"):
+        shrink_model(pruned, round_to=0)
+
+
+def test_shrink_stays_exact_when_fine_tuning_moves_a_cut_channels_beta():
+    model = residual()
+    pruned = dw.prune_model(model)
+    groups = cg.channel_groups(pruned)
+    cg.cut_channels(pruned, 0.5, groups=groups)
+    cut = np.flatnonzero(cg.zero_groups(pruned, groups))
+    moved = 0
+    for i in cut:  # as fine-tuning would: beta and bias of cut channels move
+        for sl in groups.groups[i].slices:
+            if sl.weight in ("beta", "bias"):
+                var = getattr(cg.inner_layer(pruned.get_layer(sl.layer)), sl.weight)
+                value = np.array(var.numpy())
+                value[list(sl.indices)] = 0.5
+                var.assign(value)
+                moved += 1
+    assert moved >= len(cut)
+    x = np.random.default_rng(3).uniform(0, 1, (8, 8, 8, 3)).astype("float32")
+    small = shrink_model(pruned, sample_inputs=x)  # raises beyond 1e-5
+    assert len(cg.channel_groups(small).groups) == len(groups.groups) - len(cut)
+
+
+def test_shrunk_model_exports_dense_float_and_int8(tmp_path):
+    pruned = dw.prune_model(residual())
+    cg.cut_channels(pruned, 0.5)
+    small = shrink_model(pruned)
+    x = np.random.default_rng(2).uniform(0, 1, (32, 8, 8, 3)).astype("float32")
+    for quantize in (None, "int8"):
+        info = dw.export_tflite(small, str(tmp_path / f"s{quantize}.tflite"), sparse=False,
+                                quantize=quantize, sample_inputs=x)
+        assert info["runs_on_default_interpreter"]
+        y = dw.run_tflite(info["path"], x)
+        assert y.shape == (32, 4)
+
+
+def test_group_lasso_is_the_weighted_sum_of_group_norms_and_ignores_cut_groups():
+    import tensorflow as tf
+
+    pruned = dw.prune_model(residual())
+    groups = cg.channel_groups(pruned)
+    cg.cut_channels(pruned, 0.4, groups=groups)
+    term = cg.group_lasso(pruned, groups)
+    sizes = np.array([g.size for g in groups.groups])
+    expected = np.sum(np.sqrt(cg.group_energies(pruned, groups) * sizes)) / sizes.sum()
+    weights = [w for w, _ in dw.prune.pruned_weights(pruned)]
+    with tf.GradientTape() as tape:
+        value = term()
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    grads = tape.gradient(value, weights)
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)  # cut groups: sqrt at 0
+
+
+def test_filter_l1_norms_read_the_producers_filters():
+    pruned = dw.prune_model(branches())
+    groups = cg.channel_groups(pruned)
+    norms = cg.filter_l1_norms(pruned, groups)
+    kernel = cg.inner_layer(pruned.get_layer("b")).kernel.numpy()
+    g = _group_with(groups, "b", 2)
+    assert norms[g.index] == pytest.approx(np.abs(kernel[..., 2]).sum(), rel=1e-6)
