@@ -238,13 +238,6 @@ def _shard_by_data(dataset, strategy):
     return dataset
 
 
-def _save_keras_atomically(model, path):
-    """Plain atomic save (tmp + os.replace), for work directories without a manifest."""
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 def _repair_appended_log(path) -> None:
     """Cuts a line a kill tore off the end of an appended log (history.csv, checkpoints.jsonl)."""
     if not os.path.exists(path):
