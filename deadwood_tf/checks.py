@@ -60,9 +60,9 @@ def _first_bad(a: np.ndarray, bad) -> tuple[int, tuple, int] | None:
         n = int(np.count_nonzero(mask))
         if n and first is None:
             idx = np.unravel_index(int(np.argmax(mask.reshape(-1))), mask.shape)
-            first = (start + int(idx[0]), (start + int(idx[0]),) + tuple(int(i) for i in idx[1:]))
+            first = (start + int(idx[0]),) + tuple(int(i) for i in idx[1:])
         count += n
-    return None if first is None else (first[0], first[1], count)
+    return None if first is None else (first[0], first, count)
 
 
 def _fmt_index(index: tuple) -> str:
@@ -82,8 +82,8 @@ def check_finite(a, name: str, source: str | None = None) -> None:
         example, index, count = found
         raise ValueError(
             f"Invalid data in `{name}`{_where(source)}: expected finite values. Received: "
-            f"{a[index].item()} at example {example} (element {_fmt_index(index)}); {count} non-finite "
-            f"value{'s' if count > 1 else ''} in all.")
+            f"{a[index].item()} at example {example} (element {_fmt_index(index)}); {count} "
+            f"non-finite value{'s' if count > 1 else ''} in all.")
 
 
 def check_range(a, name: str, value_range: tuple[float, float], range_of: str = "",
@@ -102,9 +102,10 @@ def check_range(a, name: str, value_range: tuple[float, float], range_of: str = 
     if found:
         example, index, count = found
         span = (float(np.nanmin(a)), float(np.nanmax(a)))
-        hint = (f" Scale the inputs into [{lo:g}, {hi:g}] (e.g. x / {span[1]:g} for values from 0 "
-                f"to {span[1]:g}), or set the attack's clip_min/clip_max to the data's range."
-                if range_of else "")
+        example_scale = (f" (e.g. x / {span[1]:g} for values from 0 to {span[1]:g})"
+                         if lo == 0 and span[0] >= 0 else "")
+        hint = (f" Scale the inputs into [{lo:g}, {hi:g}]{example_scale}, or set the attack's "
+                "clip_min/clip_max to the data's range." if range_of else "")
         raise ValueError(
             f"Invalid data in `{name}`{_where(source)}: expected values in [{lo:g}, {hi:g}]"
             f"{', the input range of ' + range_of if range_of else ''}. Received: "
@@ -213,9 +214,8 @@ def check_dataset_spec(ds, name: str = "x") -> None:
     spec = getattr(ds, "element_spec", None)
     if not isinstance(spec, tuple) or len(spec) < 2:
         return
-    dtype = getattr(spec[1], "dtype", None)
-    if dtype is not None and not (dtype.is_integer or dtype.is_floating) or \
-            (dtype is not None and dtype.is_bool):
+    dtype = getattr(spec[1], "dtype", None)  # None: a per-replica spec, left alone
+    if dtype is not None and (dtype.is_bool or not (dtype.is_integer or dtype.is_floating)):
         raise ValueError(
             f"Invalid data in `{name}`: expected a dataset of (inputs, labels[, index]) with "
             f"integer or float labels. Received: labels of dtype {dtype.name}")

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from deadwood_tf import checks
 
@@ -156,6 +157,10 @@ def load_dataset(name: str, path: str = "", num_train: int = 0, num_test: int = 
             checks.check_arrays(x, y, x_name=f"x_{split}", y_name=f"y_{split}", source=source)
         x_train, y_train = _prepare(x_train, y_train)
         x_test, y_test = _prepare(x_test, y_test)
+    for field, n, x in (("num_train", num_train, x_train), ("num_test", num_test, x_test)):
+        if n and n > len(x):
+            logging.warning("deadwood_tf: `data.%s`=%d exceeds the %d examples of %s: using "
+                            "all of them", field, n, len(x), source)
     x_train, y_train = _subset(x_train, y_train, num_train, seed)
     x_test, y_test = _subset(x_test, y_test, num_test, seed + 1)
     if value_range is not None:

@@ -45,7 +45,6 @@ import keras
 import ml_collections
 import numpy as np
 import tensorflow as tf
-
 from absl import logging
 
 from deadwood_tf import attacks as attacks_lib
@@ -239,13 +238,6 @@ def _shard_by_data(dataset, strategy):
     return dataset
 
 
-def _save_keras_atomically(model, path):
-    """Plain atomic save (tmp + os.replace), for work directories without a manifest."""
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 def _repair_appended_log(path) -> None:
     """Cuts a line a kill tore off the end of an appended log (history.csv, checkpoints.jsonl)."""
     if not os.path.exists(path):
@@ -352,10 +344,6 @@ def _start_fit(wd: Workdir, backup_name: str, title: str, epochs: int, details: 
     return backup
 
 
-def _load_model(path):
-    return keras.models.load_model(path)
-
-
 def _train_teacher(config, ds, wd: Workdir, timings):
     """The dense teacher: loaded from `teacher_path` or the work directory, or trained.
 
@@ -363,7 +351,13 @@ def _train_teacher(config, ds, wd: Workdir, timings):
     """
     if config.teacher_path:
         banner(f"Teacher: loading {config.teacher_path}")
-        teacher = keras.models.load_model(config.teacher_path)
+        try:
+            teacher = keras.models.load_model(config.teacher_path)
+        except Exception as e:  # Keras says "File not found" of a truncated file that exists
+            raise ValueError(
+                f"Invalid value for `teacher_path`: {config.teacher_path} exists "
+                f"({os.path.getsize(config.teacher_path):,} bytes) but does not load as a Keras "
+                f"model; is it a complete .keras file? ({type(e).__name__}: {e})") from e
         prune.check_keras_model(teacher, "teacher_path")
         if tuple(teacher.inputs[0].shape[1:]) != ds.input_shape or \
                 teacher.outputs[0].shape[-1] != ds.num_classes:
@@ -372,7 +366,7 @@ def _train_teacher(config, ds, wd: Workdir, timings):
                 f"and gives {teacher.outputs[0].shape[-1]} classes; the data has inputs "
                 f"{ds.input_shape} and {ds.num_classes} classes.")
         return teacher, False
-    teacher = wd.load("teacher.keras", _load_model, "redoing the teacher phase")
+    teacher = wd.load("teacher.keras", keras.models.load_model, "redoing the teacher phase")
     if teacher is not None:
         banner(f"Teacher: found {wd.file('teacher.keras')} (phase done before, sha256 verified), "
                "loading it")
@@ -385,7 +379,8 @@ def _train_teacher(config, ds, wd: Workdir, timings):
     natural_name = "teacher_natural.keras" if c.adversarial_epochs else "teacher.keras"
     teacher = None
     if c.adversarial_epochs and c.epochs:
-        teacher = wd.load(natural_name, _load_model, "redoing the teacher's natural training")
+        teacher = wd.load(natural_name, keras.models.load_model,
+                          "redoing the teacher's natural training")
         if teacher is not None:
             banner(f"Teacher: found {wd.file(natural_name)} (natural training done before, "
                    "sha256 verified), loading it")
@@ -446,7 +441,7 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
     """The Deadwood fit (solve, cut, fine-tune), or its verified result from a
     previous run; returns `(stripped model, multipliers)`."""
     redo = "redoing the Deadwood phase"
-    stripped = wd.load("model.keras", _load_model, redo)
+    stripped = wd.load("model.keras", keras.models.load_model, redo)
     multipliers = wd.load("multipliers.npz", _load_multipliers, redo)
     if stripped is not None and multipliers is not None:
         banner(f"Deadwood: found {wd.file('model.keras')} (phase done before, sha256 "

@@ -171,8 +171,9 @@ class Workdir:
             for name in [*files, *dirs]:
                 if name.startswith(TMP_PREFIX) or _OLD_TMP.search(name):
                     _remove(os.path.join(d, name))
-                    self.log(f"deadwood_tf: removed {os.path.relpath(os.path.join(d, name), self.path)}"
-                             ", a temporary file an interrupted run left")
+                    rel = os.path.relpath(os.path.join(d, name), self.path)
+                    self.log(f"deadwood_tf: removed {rel}, a temporary file an interrupted "
+                             "run left")
 
     # -------------------------------------------------------------- manifest
 
@@ -231,12 +232,14 @@ class Workdir:
         except OSError as e:
             _remove(tmp)
             reason = os.strerror(e.errno) if e.errno else str(e)
+            code = errno.errorcode.get(e.errno, "no errno")
+            previous = "is intact" if os.path.exists(path) else "did not exist"
+            fix = "Free space" if e.errno == errno.ENOSPC else "Fix the cause"
             raise OSError(
-                e.errno, f"Could not save {what} in {self.path}: {reason} "
-                f"({errno.errorcode.get(e.errno, 'no errno')}) while writing {os.path.basename(tmp)}. "
-                f"The previous {name} is intact{'' if os.path.exists(path) else ' (there was none)'}; "
-                "nothing was replaced. Free space and rerun the same command: the run resumes "
-                f"from its last verified checkpoint. Cause: {e}") from e
+                e.errno, f"Could not save {what} in {self.path}: {reason} ({code}) while "
+                f"writing {os.path.basename(tmp)}. The previous {name} {previous}; nothing was "
+                f"replaced. {fix} and rerun the same command: the run resumes from its last "
+                f"verified checkpoint. Cause: {e}") from e
 
     def save(self, name: str, write: Callable[[str], Any]) -> str:
         """Writes `name` atomically: `write(tmp_path)` fills a temporary file (or
@@ -318,7 +321,9 @@ class Workdir:
         return dest
 
     def quarantine(self, name: str, reason: str, redo: str) -> str:
-        """Moves `name` aside to `name.corrupt-<time>`, forgets it, logs why; returns the new path."""
+        """Moves `name` aside to `name.corrupt-<time>`, forgets it and logs why.
+
+        Returns the new path."""
         dest = self._move_aside(name)
         self.forget(name)
         self.log(f"deadwood_tf: {name} cannot be trusted: {reason}. Moved it to "

@@ -40,7 +40,8 @@ def _run_until(workdir, phase, line, timeout=600):
         proc.stdout.close()
         proc.wait(60)
     output = "".join(out)
-    assert proc.returncode == -signal.SIGKILL, f"not killed at {phase!r}/{line!r}:\n{output[-3000:]}"
+    assert proc.returncode == -signal.SIGKILL, \
+        f"not killed at {phase!r}/{line!r}:\n{output[-3000:]}"
     return output
 
 

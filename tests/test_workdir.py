@@ -185,3 +185,29 @@ def test_the_module_docstring_example_runs():
 
     result = doctest.testmod(workdir_lib)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_line_torn_off_an_appended_log_is_cut(tmp_path, capsys):
+    from deadwood_tf import train
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,1.5\n1,1.")
+    train._repair_appended_log(str(path))
+    assert path.read_text() == "epoch,loss\n0,1.5\n"
+    assert "removed an incomplete last line" in capsys.readouterr().out
+    train._repair_appended_log(str(path))  # a whole file is left alone
+    assert path.read_text() == "epoch,loss\n0,1.5\n"
+
+
+def test_a_truncated_teacher_path_is_named_as_such(tmp_path):
+    from deadwood_tf import config as config_lib, train
+
+    path = tmp_path / "teacher.keras"
+    small_cnn().save(path)
+    with open(path, "r+b") as f:
+        f.truncate(3000)
+    c = config_lib.default_config()
+    c.teacher_path = str(path)
+    with pytest.raises(ValueError, match=r"`teacher_path`: .*teacher\.keras exists \(3,000 bytes\) "
+                       "but does not load as a Keras model; is it a complete .keras file"):
+        train.train_and_evaluate(c, str(tmp_path / "w"))
