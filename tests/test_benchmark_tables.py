@@ -101,3 +101,22 @@ def test_the_callback_factory_reads_the_pipeline_config():
     bad.prune.schedule = "sudden"
     with pytest.raises(ValueError, match="`schedule`"):
         callbacks.from_config(bad)
+
+
+def test_every_switch_trains_for_the_same_budget(digits, monkeypatch):
+    """A switch that moves the cut (one-shot control: solve_epochs 0) keeps the 6 epochs."""
+    from deadwood_tf import data as data_lib
+
+    teacher = _teacher(digits)
+    ds = data_lib.Dataset("digits", digits[0][:128], digits[1][:128], digits[0][:32],
+                          digits[1][:32], 10)
+    epochs = {}
+
+    def record(self, *args, **kwargs):
+        epochs[name] = kwargs["epochs"]
+
+    monkeypatch.setattr(runner.DeadwoodModel, "fit", record)
+    c = benchmark_config()
+    for name in ("deadwood", "global_magnitude_at", "deadwood_one_shot", "gradual_magnitude_at"):
+        runner._deadwood(c, runner.METHODS[name].switches, teacher, ds, 0.5, 0)
+    assert set(epochs.values()) == {6}, epochs

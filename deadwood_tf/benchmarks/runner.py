@@ -263,7 +263,9 @@ def make_deadwood_model(config, switches, teacher, num_train):
 def _deadwood(config, switches, dense_at, ds, sparsity, seed):
     model, c, per_example = make_deadwood_model(config, switches, dense_at, ds.num_train)
     model.compile(keras.optimizers.Adam(c.deadwood.learning_rate))
-    epochs = c.prune.solve_epochs + c.prune.finetune_epochs
+    # The budget comes from the unswitched config: a switch that moves the cut
+    # (e.g. solve_epochs 0 for the one-shot control) must not shorten training.
+    epochs = config.prune.solve_epochs + config.prune.finetune_epochs
     model.fit(ds.train_pipeline(c.data.batch_size, 100 * seed + 2, with_index=per_example),
               epochs=epochs, verbose=_fit_verbose(c),
               callbacks=[callbacks_lib.from_config(c, target_sparsity=sparsity)])
