@@ -38,7 +38,14 @@ setup(
     extras_require={
         # ART's gradient-free SquareAttack and AutoAttack for evaluation.
         "robustness": ["adversarial-robustness-toolbox==1.20.1", "multiprocess"],
-        "test": ["pytest", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
-                 "multiprocess"],
+        # The benchmark (deadwood_tf.benchmarks): stratified validation split
+        # (scikit-learn), t-intervals over seeds (scipy), worst-case attacks (ART).
+        "benchmark": ["scikit-learn", "scipy", "adversarial-robustness-toolbox==1.20.1",
+                      "multiprocess"],
+        # keras-hub: the model coverage checks (tests/test_coverage.py,
+        # tools/check_coverage.py) prune KerasHub backbones; keras-hub imports
+        # tensorflow-text on the TensorFlow backend.
+        "test": ["pytest", "scipy", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
+                 "multiprocess", "keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22"],
     },
 )

@@ -1,10 +1,15 @@
-"""The benchmark's reference protocol on all of mnist10k (GPU recommended; ~1 h on 2 CPU cores).
+"""The benchmark's reference protocol on mnist10k (7,000 train / 1,000 validation / 2,000 test).
 
-  python tools/benchmark.py --config=configs/benchmark_full.py --workdir=runs/benchmark_full
+Rows one at a time, resumable (see docs/benchmarks.md for the commands):
+
+  PYTHONPATH=$PWD python tools/benchmark.py --config=configs/benchmark_full.py \\
+      --config.methods=deadwood,gradual_magnitude_at --config.sparsities=0.95
 """
 
-from deadwood_tf.config import benchmark_config
+from deadwood_tf.benchmarks.config import benchmark_config
 
 
 def get_config():
-    return benchmark_config()
+    c = benchmark_config()
+    c.data.path = "../shared/data/mnist10k.npz"
+    return c

@@ -1,18 +1,20 @@
 """A seconds-long benchmark on scikit-learn's digits, for the tests."""
 
-from deadwood_tf.config import benchmark_config
+from deadwood_tf.benchmarks.config import benchmark_config
 
 
 def get_config():
     c = benchmark_config()
+    c.protocol = "digits_tiny"
     c.verbose = 0
-    c.sparsities = (0.5, 0.9)
+    c.sparsities = (0.8,)
+    c.seeds = (0, 1)
     c.data.name = "digits"
-    c.data.path = ""
-    c.data.num_train = 400
+    c.data.num_train = 0            # all 1,437 training digits
     c.data.num_test = 100
+    c.data.validation = 200
     c.data.batch_size = 64
-    c.model.width = 8
+    c.model.width = 16
     c.dense.epochs = 6
     c.dense.learning_rate = 3e-3
     c.dense.adversarial_epochs = 1
@@ -22,10 +24,12 @@ def get_config():
     c.eval.eps = 0.1
     c.eval.pgd_steps = 5
     c.eval.pgd_step_size = 0.03
-    c.eval.square_examples = 10
-    c.eval.square_queries = 20
-    c.prune.epochs = 2
+    c.prune.solve_epochs = 1
+    c.prune.finetune_epochs = 1
     c.tfmot.pruning_epochs = 1
     c.hydra.score_epochs = 1
-    c.deadwood.solve_epochs = 1
+    c.worst.examples = 20
+    c.worst.pgd_restarts = 2
+    c.worst.apgd_steps = 5
+    c.worst.square_queries = 20
     return c

@@ -14,12 +14,11 @@ from deadwood_tf.prune import (
     SparsityReport,
     apply_sparsity,
     prune_model,
-    pruning_wrappers,
+    pruned_weights,
     sparsity_report,
     strip_pruning,
 )
 from deadwood_tf.prune_registry import register_prunable
-from deadwood_tf.pruning_wrapper import PruningWrapper
 
 __version__ = "0.1.0"
 
@@ -30,14 +29,13 @@ __all__ = [
     "SquareAttack",
     "FGSM",
     "PGD",
-    "PruningWrapper",
     "SparsityReport",
     "apply_sparsity",
     "attacks",
     "evaluate_robustness",
     "export_tflite",
     "prune_model",
-    "pruning_wrappers",
+    "pruned_weights",
     "register_prunable",
     "run_tflite",
     "sparsity_report",

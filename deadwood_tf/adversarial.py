@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from deadwood_tf import attacks as attacks_lib
+from deadwood_tf import compat
 from deadwood_tf import prune
 
 
@@ -66,11 +67,11 @@ class AdversarialTraining(keras.Model):
             scaled = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        if self._loss_tracker is not None:
-            self._loss_tracker.update_state(loss)
+        tracker = compat.loss_tracker(self)
+        tracker.update_state(loss)
         self.adv_accuracy_tracker.update_state(y, adv_logits)
         # No extra clean pass for metrics: validation data reports clean accuracy.
-        return {"loss": self._loss_tracker.result(),
+        return {"loss": tracker.result(),
                 "adv_accuracy": self.adv_accuracy_tracker.result()}
 
     def test_step(self, data):
@@ -78,7 +79,7 @@ class AdversarialTraining(keras.Model):
         y = tf.reshape(tf.cast(y, tf.int64), [-1])
         logits = tf.cast(self._logits(x, training=False), tf.float32)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        if self._loss_tracker is not None:
-            self._loss_tracker.update_state(loss)
+        tracker = compat.loss_tracker(self)
+        tracker.update_state(loss)
         self.accuracy_tracker.update_state(y, logits)
-        return {"loss": self._loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+        return {"loss": tracker.result(), "accuracy": self.accuracy_tracker.result()}

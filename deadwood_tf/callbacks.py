@@ -3,7 +3,7 @@
 Example:
 
 >>> dw_model.fit(x, y, epochs=6, callbacks=[
-...     DeadwoodCallback(target_sparsity=0.95, prune_epoch=3),
+...     DeadwoodCallback(target_sparsity=0.95, prune_epoch=3),  # gradual over epochs 1-3
 ...     keras.callbacks.CSVLogger("log.csv")])   # after DeadwoodCallback: sees its logs
 """
 
@@ -17,6 +17,9 @@ from absl import logging
 from deadwood_tf import prune, pruning_impl
 
 SCHEDULE_UNITS = ("step", "epoch")
+# The built-in cuts, by name: `schedule="gradual"` (the default, the benchmark's
+# headline) or "one_shot" (the paper's form); None is kept as "one_shot".
+SCHEDULE_NAMES = ("gradual", "one_shot")
 
 
 def _schedule_final_sparsity(schedule):
@@ -31,12 +34,18 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     Args:
       target_sparsity: fraction in [0, 1) of prunable weights to zero.
-      prune_epoch: number of epochs of the solve phase before the one-shot cut
-        (0: cut before training). Default: half of `fit`'s epochs.
-        Ignored when `schedule` is given.
-      schedule: a tfmot `PruningSchedule` (`PolynomialDecay`,
+      prune_epoch: number of epochs of the solve phase, over which the cut is
+        made (0: cut before training). Default: half of `fit`'s epochs.
+        Ignored when `schedule` is a schedule object.
+      schedule: "gradual" (default): a cubic, global cut at the end of each
+        solve epoch, `s_e = target * (1 - (1 - e / prune_epoch) ** power)`,
+        reaching `target_sparsity` at the end of epoch `prune_epoch` (the
+        configuration of the benchmark's headline rows, docs/benchmarks.md);
+        "one_shot" (or None): one cut after epoch `prune_epoch` (the paper's
+        form); or a tfmot `PruningSchedule` (`PolynomialDecay`,
         `ConstantSparsity`, or any callable `step -> (should_prune,
-        sparsity)`). Its final sparsity must equal `target_sparsity`.
+        sparsity)`), whose final sparsity must equal `target_sparsity`.
+      power: exponent of the "gradual" cut (3: cubic).
       schedule_unit: "step": the schedule is evaluated before each batch with
         the optimizer's step count (tfmot's convention); "epoch": after each
         epoch with the number of completed epochs, e.g.
@@ -63,9 +72,9 @@ class DeadwoodCallback(keras.callbacks.Callback):
     `TensorBoard` in the callback list so they record these figures.
     """
 
-    def __init__(self, target_sparsity, prune_epoch=None, schedule=None, schedule_unit="step",
+    def __init__(self, target_sparsity, prune_epoch=None, schedule="gradual", schedule_unit="step",
                  scope="global", min_keep=0, dual_step_size=0.2, max_multiplier=10.0,
-                 finetune_sparsity_weight=0.0, verbose=1, pattern=None):
+                 finetune_sparsity_weight=0.0, verbose=1, pattern=None, power=3):
         super().__init__()
         self.target_sparsity = pruning_impl.check_sparsity(target_sparsity)
         if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(
@@ -74,7 +83,14 @@ class DeadwoodCallback(keras.callbacks.Callback):
                 "Invalid value for argument `prune_epoch`: expected an int >= 0 or None. "
                 f"Received: prune_epoch={prune_epoch!r}"
             )
-        if schedule is not None:
+        if schedule is None:
+            schedule = "one_shot"
+        if isinstance(schedule, str):
+            if schedule not in SCHEDULE_NAMES:
+                raise ValueError(
+                    f"Invalid value for argument `schedule`: expected one of {SCHEDULE_NAMES}, a "
+                    f"tfmot PruningSchedule or a callable. Received: schedule={schedule!r}")
+        else:
             if not callable(schedule):
                 raise ValueError(
                     "Invalid value for argument `schedule`: expected a tfmot PruningSchedule "
@@ -120,6 +136,10 @@ class DeadwoodCallback(keras.callbacks.Callback):
                 "Invalid value for argument `finetune_sparsity_weight`: expected a number >= 0 "
                 f"or None. Received: finetune_sparsity_weight={finetune_sparsity_weight!r}"
             )
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
+            raise ValueError(
+                f"Invalid value for argument `power`: expected a number > 0. Received: power={power!r}")
+        self.power = power
         self.finetune_sparsity_weight = finetune_sparsity_weight
         self.prune_epoch = prune_epoch
         self.schedule = schedule
@@ -153,6 +173,9 @@ class DeadwoodCallback(keras.callbacks.Callback):
             self.model.sparsity_weight_variable.assign(float(self.finetune_sparsity_weight))
         return reached
 
+    def _named(self):
+        return isinstance(self.schedule, str)
+
     def _one_shot_epoch(self):
         if self.prune_epoch is not None:
             return self.prune_epoch
@@ -166,7 +189,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._deadwood()
-        if self.schedule is None and self._one_shot_epoch() == 0:
+        if self._named() and self._one_shot_epoch() == 0:
             # Idempotent: masked weights score lowest, so a resumed run re-cuts the same mask.
             self._cut(self.target_sparsity, "one-shot (before training)")
 
@@ -174,7 +197,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
         self._deadwood().reset_violations()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.schedule is not None and self.schedule_unit == "step":
+        if not self._named() and self.schedule_unit == "step":
             should, sparsity = self._schedule_says(int(self.model.optimizer.iterations.numpy()))
             if should:
                 self._cut(sparsity, "scheduled")
@@ -183,9 +206,16 @@ class DeadwoodCallback(keras.callbacks.Callback):
         model = self._deadwood()
         model.dual_step(*self.dual_step_size, self.max_multiplier)
         completed = epoch + 1
-        if self.schedule is None:
-            if completed == self._one_shot_epoch():
+        solve = self._one_shot_epoch()
+        if self.schedule == "one_shot":
+            if completed == solve:
                 self._cut(self.target_sparsity, f"one-shot (after epoch {completed})")
+        elif self.schedule == "gradual":
+            if completed <= solve:
+                # Exactly the target at the last solve epoch (no float round-off).
+                sparsity = self.target_sparsity if completed == solve else \
+                    self.target_sparsity * (1.0 - (1.0 - completed / solve) ** self.power)
+                self._cut(sparsity, f"gradual (after epoch {completed} of {solve})")
         elif self.schedule_unit == "epoch":
             should, sparsity = self._schedule_says(completed)
             if should:
@@ -208,3 +238,24 @@ class DeadwoodCallback(keras.callbacks.Callback):
                 "deadwood_tf: training ended at sparsity %.4f, below target_sparsity=%.4f "
                 "(the cut comes later than the last epoch, or the schedule ends later).",
                 reached, self.target_sparsity)
+
+
+def from_config(config, target_sparsity=None, **overrides) -> DeadwoodCallback:
+    """The `DeadwoodCallback` of a pipeline config (`config.prune`, `config.deadwood`).
+
+    Reads `prune.{target_sparsity, schedule, power, solve_epochs, scope,
+    min_keep, pattern}` and `deadwood.{dual_step_size, max_multiplier,
+    finetune_sparsity_weight}` (a negative `finetune_sparsity_weight` keeps
+    rho through fine-tuning). `target_sparsity` and `overrides` (callback
+    arguments) replace the config's values.
+    """
+    p, d = config.prune, config.deadwood
+    sparsity = p.target_sparsity if target_sparsity is None else target_sparsity
+    args = dict(
+        prune_epoch=p.solve_epochs, schedule=p.schedule, power=p.power, scope=p.scope,
+        min_keep=p.min_keep, pattern=p.pattern or None, dual_step_size=d.dual_step_size,
+        max_multiplier=d.max_multiplier,
+        finetune_sparsity_weight=(d.finetune_sparsity_weight
+                                  if d.finetune_sparsity_weight >= 0 else None))
+    args.update(overrides)
+    return DeadwoodCallback(sparsity, **args)

@@ -86,47 +86,52 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def benchmark_config() -> ml_collections.ConfigDict:
-    """The benchmark's reference protocol (tools/benchmark.py, profile "full").
+def _get(config, name: str):
+    for part in name.split("."):
+        config = config.get(part)
+    return config
 
-    MNIST-style data in [0, 1]; L-inf eps 0.2; training attack PGD-5 (step
-    0.05, random start); evaluation PGD-20 (step 0.02, random start) and FGSM;
-    the CNN Conv(32,3)-MaxPool-Conv(64,3)-MaxPool-Dense(128)-Dense(10) (225k
-    parameters). Dense model: 8 epochs natural, then 6 epochs of PGD-5
-    adversarial training (Adam 1e-3, batch 128); every pruning method then
-    gets 6 epochs.
-    """
-    base = default_config()
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.verbose = 2
-    c.methods = ()                  # empty: all of deadwood_tf.benchmark.METHODS
-    c.sparsities = (0.9, 0.95, 0.99)
-    c.data = base.data
-    c.data.name = "npz"
-    c.data.path = "../shared/data/mnist10k.npz"
-    c.model = base.model
-    c.model.width = 32
-    c.attack = base.attack
-    c.dense = ml_collections.ConfigDict()
-    c.dense.epochs = 8
-    c.dense.adversarial_epochs = 6
-    c.dense.learning_rate = 1e-3
-    c.prune = ml_collections.ConfigDict()
-    c.prune.epochs = 6              # the budget of every pruning method
-    c.prune.learning_rate = 1e-3
-    c.tfmot = ml_collections.ConfigDict()
-    c.tfmot.pruning_epochs = 4      # PolynomialDecay over the first 4 epochs
-    c.tfmot.frequency = 10          # steps between tfmot's mask updates
-    c.hydra = ml_collections.ConfigDict()
-    c.hydra.score_epochs = 3
-    c.hydra.score_learning_rate = 1e-3
-    c.deadwood = base.deadwood
-    c.deadwood.solve_epochs = 3     # the rest of prune.epochs is fine-tuning
-    c.deadwood.power = 3            # cubic gradual cut (the default method)
-    c.deadwood.min_keep = 0
-    c.eval = base.eval
-    c.eval.num_examples = 0         # the whole test split
-    c.eval.square_examples = 200    # ART SquareAttack on a subset (0: skip)
-    c.eval.square_queries = 500
-    return c
+
+def _changed(config, name: str) -> bool:
+    """Whether `config.<name>` differs from `default_config()`'s (set by a config or a flag)."""
+    return _get(config, name) != _get(default_config(), name)
+
+
+def inapplicable_fields(config) -> list[str]:
+    """Warnings for fields set away from their default that the chosen dataset,
+    model source, attack, schedule or strategy ignores (ignoring them is harmless
+    to the run, but the user should know). One message per field, naming it."""
+    import os
+
+    out = []
+
+    def ignored(fields, why):
+        for name in fields:
+            if _changed(config, name):
+                out.append(f"`{name}` is ignored: {why}. Received: {name}={_get(config, name)!r}")
+
+    if config.data.name == "digits":
+        ignored(["data.path"], "data.name='digits' is scikit-learn's digits, not a file "
+                "(use data.name='npz' for a file in Keras' layout)")
+    if config.get("teacher_path"):
+        ignored(["teacher.epochs", "teacher.adversarial_epochs", "teacher.learning_rate",
+                 "model.name", "model.width", "model.depth"],
+                f"the teacher is loaded from teacher_path={config.teacher_path!r}, which fixes "
+                "the architecture and needs no training")
+    if config.attack.name == "fgsm":
+        ignored(["attack.steps", "attack.step_size", "attack.random_start"],
+                "attack.name='fgsm' takes one step of size eps")
+    if config.prune.schedule == "one_shot" or config.prune.solve_epochs == 0:
+        ignored(["prune.power"], "the cut is one-shot (prune.schedule='one_shot' or "
+                "prune.solve_epochs=0), so there is no gradual schedule")
+    if config.prune.finetune_epochs == 0:
+        ignored(["deadwood.finetune_sparsity_weight"], "prune.finetune_epochs=0")
+    if config.prune.schedule == "gradual" and config.prune.solve_epochs == 0 and \
+            _changed(config, "prune.solve_epochs"):
+        out.append("`prune.schedule`='gradual' needs solve epochs: with prune.solve_epochs=0 "
+                   "the cut is one-shot, before fine-tuning")
+    if config.get("strategy", "one_device") != "multi_worker" and os.environ.get("TF_CONFIG"):
+        out.append(f"the environment variable `TF_CONFIG` is ignored: strategy="
+                   f"{config.get('strategy', 'one_device')!r} (use strategy='multi_worker' to "
+                   "train across the workers it lists)")
+    return out

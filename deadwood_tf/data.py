@@ -23,6 +23,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from deadwood_tf import checks
+
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = ("digits", "npz") + KERAS_DATASETS
 
@@ -108,8 +110,9 @@ def _load_keras(name):
 
 
 def load_dataset(name: str, path: str = "", num_train: int = 0, num_test: int = 0,
-                 seed: int = 0) -> Dataset:
-    """Loads a dataset by name, scaled to [0, 1].
+                 seed: int = 0, value_range: tuple[float, float] | None = None,
+                 range_of: str = "") -> Dataset:
+    """Loads a dataset by name, scaled to [0, 1], and checks it.
 
     Args:
       name: "digits" (scikit-learn, 8x8, offline), "mnist", "fashion_mnist",
@@ -118,6 +121,14 @@ def load_dataset(name: str, path: str = "", num_train: int = 0, num_test: int = 
       path: an `.npz` in Keras' layout.
       num_train, num_test: keep a random subset of this size (0: all).
       seed: of the digits split and of the subsets.
+      value_range: `(lo, hi)` the scaled inputs must lie in (the attack's
+        `[clip_min, clip_max]`), or None; `range_of` names its source.
+
+    Raises:
+      ValueError: from `checks.check_arrays`, naming the array (`x_train`,
+        `y_test`, ...), the file, the first offending example and what was
+        expected: non-finite inputs, split arrays of different lengths, labels
+        that are not integers >= 0, inputs outside `value_range`.
     """
     if name not in DATASETS:
         raise ValueError(
@@ -127,6 +138,7 @@ def load_dataset(name: str, path: str = "", num_train: int = 0, num_test: int = 
         from sklearn.datasets import load_digits
 
         d = load_digits()
+        source = "scikit-learn's digits"
         x, y = _prepare(d.images / 16.0, d.target)
         order = np.random.default_rng(seed).permutation(len(x))
         x, y = x[order], y[order]
@@ -134,12 +146,20 @@ def load_dataset(name: str, path: str = "", num_train: int = 0, num_test: int = 
         (x_train, y_train), (x_test, y_test) = (x[:cut], y[:cut]), (x[cut:], y[cut:])
     else:
         if name == "npz" or path:
+            source = path
             (x_train, y_train), (x_test, y_test) = load_npz(path)
         else:
+            source = f"keras.datasets.{name}"
             (x_train, y_train), (x_test, y_test) = _load_keras(name)
+        # Before scaling: a NaN would make the scale (from x.max()) NaN too.
+        for split, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
+            checks.check_arrays(x, y, x_name=f"x_{split}", y_name=f"y_{split}", source=source)
         x_train, y_train = _prepare(x_train, y_train)
         x_test, y_test = _prepare(x_test, y_test)
     x_train, y_train = _subset(x_train, y_train, num_train, seed)
     x_test, y_test = _subset(x_test, y_test, num_test, seed + 1)
+    if value_range is not None:
+        for split, x in (("x_train", x_train), ("x_test", x_test)):
+            checks.check_range(x, split, value_range, range_of, source)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     return Dataset(name, x_train, y_train, x_test, y_test, num_classes)

@@ -21,13 +21,17 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from deadwood_tf import checks
 from deadwood_tf import attacks as attacks_lib
-from deadwood_tf import prune
+from deadwood_tf import compat
+from deadwood_tf import lagrangian
+from deadwood_tf import masks, prune
 
 _INPUTS = "__deadwood_inputs__"
 _INDEX = "__deadwood_index__"
 _REQUIRED = object()
 ROBUST_TARGETS = ("label", "teacher")
+BATCH_NORM_MODES = ("joint", "separate")
 # Metrics that only the training step produces (not shown by evaluate()).
 TRAINING_METRICS = ("fidelity_violation", "robustness_violation", "l1", "adv_accuracy")
 
@@ -47,17 +51,43 @@ def _check_number(value, name, low=0.0, low_inclusive=True):
     return v
 
 
-def _output_shape(model):
-    return tuple(model.outputs[0].shape[1:]) if getattr(model, "outputs", None) else None
+def _output_shape(model, name):
+    """The output shape of a single-output model (subclassed ones included)."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:  # subclassed: run `call` on the shape it was built with
+        shape = (model.get_build_config() or {}).get("input_shape")
+        outputs = keras.tree.flatten(model.compute_output_spec(
+            keras.tree.map_shape_structure(lambda s: keras.KerasTensor((None, *s[1:])), shape)
+        )) if shape is not None else []
+    if len(outputs) != 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a model with one output (the "
+            f"class scores). Received: a model with {len(outputs)} outputs")
+    return tuple(outputs[0].shape[1:])
 
 
-def _kl_per_example(teacher_logits, student_logits, temperature):
-    """tau^2 * KL(softmax(t / tau) || softmax(s / tau)) for each row."""
-    t = teacher_logits / temperature
-    s = student_logits / temperature
-    p = tf.nn.softmax(t)
-    kl = tf.reduce_sum(p * (tf.nn.log_softmax(t) - tf.nn.log_softmax(s)), axis=-1)
-    return temperature**2 * kl
+
+
+def _replicas(replica_ctx) -> int:
+    return replica_ctx.num_replicas_in_sync if replica_ctx is not None else 1
+
+
+class _InvalidDataCheck(keras.callbacks.Callback):
+    """Raises from Python, after each batch, on the out-of-range labels or example
+    indices that a step counted (see `DeadwoodModel.raise_on_invalid_data`)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.model.raise_on_invalid_data()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.model.raise_on_invalid_data()
+
+
+class _Unsaved:
+    """Holds a variable out of Keras' tracking: not a weight, not in saved files."""
+
+    def __init__(self, variable):
+        self.variable = variable
 
 
 def _for_multi_worker(logs):
@@ -69,16 +99,16 @@ def _for_multi_worker(logs):
     the scalar mean over replicas. Anywhere else the logs pass unchanged.
     """
     strategy = tf.distribute.get_strategy()
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not getattr(
-            strategy.extended, "_in_multi_worker_mode", lambda: True)():
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or \
+            not compat.in_multi_worker_mode(strategy):
         return logs
     return {k: tf.reshape(v, [1]) if getattr(v, "shape", None) is not None
             and v.shape.rank == 0 else v for k, v in logs.items()}
 
 
 @keras.saving.register_keras_serializable(package="deadwood_tf")
-class DeadwoodModel(keras.Model):
-    """Deadwood training of a wrapped `student` against a frozen `teacher`.
+class DeadwoodModel(compat.TrainerOverrides, keras.Model):
+    """Deadwood training of a pruned `student` against a frozen `teacher`.
 
     Args:
       student: the model to prune, from `prune_model(teacher)` (it carries masks).
@@ -106,11 +136,23 @@ class DeadwoodModel(keras.Model):
         yields `(x, y, index)`.
       from_logits: whether the models output logits; by default detected (a
         final softmax is skipped to recover exact logits).
+      batch_norm: "joint" (default): clean and adversarial inputs go through
+        the student as one batch (one set of batch-norm statistics);
+        "separate": two passes, each normalised by its own batch's statistics.
+        docs/benchmarks.md compares the two.
+
+    Inputs may be a dict, list or tuple of tensors (a model with several
+    inputs); the attack perturbs the floating-point ones (see `Attack`). An
+    attack that cannot apply to the student's inputs raises ValueError here.
 
     Training data: arrays `fit(x, y)` get example indices attached
     automatically (shuffling included). A tf.data input may yield
     `(x, y, index)` with integer indices in `[0, num_examples)`; one yielding
     `(x, y)` trains with one multiplier per constraint, as logged once.
+
+    Labels outside `[0, classes)` and indices outside `[0, num_examples)`
+    raise ValueError from `fit` and `evaluate` right after the batch that
+    holds them (that batch's step leaves them out), with or without XLA.
 
     `evaluate` and `predict` behave as for the student. `fit` reports
     `loss` (the Lagrangian), `fidelity_violation` and `robustness_violation`
@@ -121,7 +163,7 @@ class DeadwoodModel(keras.Model):
     def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.0,
                  robustness_bound=0.0, sparsity_weight=50.0, label_weight=0.0,
                  temperature=1.0, robust_target="label", initial_multiplier=1.0,
-                 num_examples=None, from_logits=None, **kwargs):
+                 num_examples=None, from_logits=None, batch_norm="joint", **kwargs):
         prune.check_keras_model(student, "student")
         prune.check_keras_model(teacher, "teacher")
         if attack is _REQUIRED:
@@ -134,17 +176,23 @@ class DeadwoodModel(keras.Model):
                 "Invalid value for argument `attack`: expected a deadwood_tf.attacks.Attack "
                 f"(FGSM, PGD) or None. Received: attack={attack!r}"
             )
-        wrappers = prune.pruning_wrappers(student)
-        if not wrappers:
+        if not prune.pruned_weights(student):
             raise ValueError(
                 "Invalid value for argument `student`: it carries no pruning masks. "
                 "Pass `deadwood_tf.prune_model(teacher)` as the student."
             )
-        s_shape, t_shape = _output_shape(student), _output_shape(teacher)
+        s_shape, t_shape = _output_shape(student, "student"), _output_shape(teacher, "teacher")
         if s_shape != t_shape:
             raise ValueError(
                 "Invalid values for arguments `student`, `teacher`: expected the same "
                 f"output shape. Received: student output {s_shape}, teacher output {t_shape}"
+            )
+        if attack is not None:
+            attack.check_inputs(student)
+        if batch_norm not in BATCH_NORM_MODES:
+            raise ValueError(
+                f"Invalid value for argument `batch_norm`: expected one of {BATCH_NORM_MODES}. "
+                f"Received: batch_norm={batch_norm!r}"
             )
         if robust_target not in ROBUST_TARGETS:
             raise ValueError(
@@ -172,6 +220,7 @@ class DeadwoodModel(keras.Model):
         self.teacher = teacher
         self.attack = attack
         self.robust_target = robust_target
+        self.batch_norm = batch_norm
         for k, v in hyper.items():
             setattr(self, k, v)
         self.from_logits = from_logits
@@ -190,6 +239,16 @@ class DeadwoodModel(keras.Model):
         self.sparsity_weight_variable = self.add_weight(
             name="sparsity_weight", shape=(), dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(self.sparsity_weight))
+        # The masks hang on the student's variables, which a `.keras` file or
+        # BackupAndRestore would not see: tracked here, they are saved and
+        # restored with this model (from_config re-attaches them first).
+        self.mask_variables = [m for _, m in self._pruned_weights()]
+        # Out-of-range (labels, example indices) counted by the steps; per replica,
+        # each copy holding the all-reduced total, so a read needs no communication.
+        self._data_check = _Unsaved(tf.Variable(
+            tf.zeros([2]), trainable=False, name="invalid_data",
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
         if num_examples is not None:
             self.ensure_multipliers(int(num_examples))
         self.built = True
@@ -207,13 +266,7 @@ class DeadwoodModel(keras.Model):
         return self.trainable_weights
 
     def _pruned_weights(self):
-        # Looked up each time rather than stored: a stored list of variables
-        # would be tracked as this model's own weights.
         return prune.pruned_weights(self.student)
-
-    def _lock_state(self):
-        # Multipliers are created once the size of the training set is known.
-        pass
 
     def ensure_multipliers(self, num_examples: int) -> None:
         """Creates the multipliers and violation buffers for `num_examples` slots."""
@@ -243,7 +296,7 @@ class DeadwoodModel(keras.Model):
         # Without a strategy both are plain variables.
         mirrored = dict(aggregation="only_first_replica", synchronization="on_write")
         local = dict(aggregation="only_first_replica", synchronization="on_read")
-        strategy = getattr(self, "_distribute_strategy", None)  # set by Keras under a scope
+        strategy = compat.distribute_strategy(self)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.fidelity_multipliers = var("fidelity_multipliers", self.initial_multiplier,
                                             **mirrored)
@@ -299,6 +352,7 @@ class DeadwoodModel(keras.Model):
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`; arrays get example indices attached (see the class doc)."""
+        checks.check_fit_arguments(self, x, y, kwargs.get("validation_data"))
         if y is not None and self._is_array_like(x):
             n = len(tf.nest.flatten(x)[0])
             if len(y) != n:
@@ -313,7 +367,7 @@ class DeadwoodModel(keras.Model):
             spec = x.element_spec
             if isinstance(x, tf.distribute.DistributedDataset) and isinstance(spec, tuple) \
                     and len(spec) >= 3:
-                spec = tuple(getattr(s, "_value_specs", (s,))[0] for s in spec)  # PerReplicaSpec
+                spec = tuple(compat.per_replica_component_spec(s) for s in spec)
             has_index = (isinstance(spec, tuple) and len(spec) >= 3
                          and getattr(spec[2], "dtype", tf.float32).is_integer)
             if has_index and self.num_examples is None:
@@ -324,23 +378,7 @@ class DeadwoodModel(keras.Model):
                 )
             if not has_index:
                 self.ensure_multipliers(1)
-        return super().fit(x, y, **kwargs)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3 (TF backend, 3.15) builds from the first distributed batch after
-        # `strategy.reduce("MEAN", <whole nest>)`, which MultiWorkerMirroredStrategy
-        # rejects ("Attempt to convert a value (PerReplica...)"). The build only needs
-        # shapes and dtypes: take the first local replica's values (no communication).
-        strategy = getattr(self, "_distribute_strategy", None)
-        if strategy is not None and iterator is not None and data_batch is None:
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: (strategy.experimental_local_results(v)[0]
-                               if isinstance(v, tf.distribute.DistributedValues) else v),
-                    next(it))
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        return super().fit(x, y, **self._with_data_check(kwargs))
 
     def _unpack(self, data):
         if isinstance(data, (tuple, list)) and len(data) == 4:
@@ -354,21 +392,80 @@ class DeadwoodModel(keras.Model):
             index, x = x[_INDEX], x[_INPUTS]
         return x, y, index, sample_weight
 
+    # ------------------------------------------------------------ data checks
+    #
+    # `tf.debugging` asserts compile to nothing under XLA (Keras' default on a
+    # GPU), so the steps count out-of-range labels and indices into a variable
+    # instead, keep those examples out of the Lagrangian and the buffers, and
+    # `_InvalidDataCheck` raises from Python right after the step.
+
     def _labels(self, y):
+        """`(labels, valid)`: int64 class ids `[batch]` (one-hot rows argmax-ed),
+        out-of-range ones replaced by 0 (to be counted by `_count_invalid`)."""
         y = tf.convert_to_tensor(y)
         if y.shape.rank is not None and y.shape.rank >= 2 and y.shape[-1] == self.num_classes \
                 and self.num_classes > 1:
             y = tf.argmax(y, axis=-1)
         y = tf.reshape(tf.cast(y, tf.int64), [-1])
-        checks = [
-            tf.debugging.assert_non_negative(y, message="labels `y` must be >= 0"),
-            tf.debugging.assert_less(
-                y, tf.constant(self.num_classes, tf.int64),
-                message=f"labels `y` must be < {self.num_classes} (the models' output size)"),
-        ]
-        with tf.control_dependencies(checks):  # before any op consumes the labels
-            y = tf.identity(y)
-        return y
+        valid = (y >= 0) & (y < self.num_classes)
+        return tf.where(valid, y, tf.zeros_like(y)), valid
+
+    def _indices(self, index, batch):
+        """`(index, valid)` like `_labels`, for example indices in `[0, num_examples)`."""
+        if index is None:
+            if self.num_examples is not None and self.num_examples > 1:
+                raise ValueError(
+                    f"Invalid training data: this DeadwoodModel keeps per-example multipliers "
+                    f"for {self.num_examples} examples but the data yields no index. Yield "
+                    "(x, y, index) batches."
+                )
+            if not self._warned_no_index:  # runs at trace time: once
+                logging.warning("deadwood_tf: the training data carries no example index; "
+                                "using one multiplier per constraint.")
+                self._warned_no_index = True
+            return tf.zeros([batch], tf.int64), tf.ones([batch], tf.bool)
+        index = tf.reshape(tf.cast(index, tf.int64), [-1])
+        valid = (index >= 0) & (index < self.num_examples)
+        return tf.where(valid, index, tf.zeros_like(index)), valid
+
+    def _count_invalid(self, label_ok, index_ok=None):
+        """Adds the batch's out-of-range labels and indices to the counts."""
+        bad = tf.stack([tf.reduce_sum(tf.cast(tf.logical_not(ok), tf.float32))
+                        for ok in (label_ok, tf.ones([0], tf.bool) if index_ok is None
+                                   else index_ok)])
+        replica_ctx = tf.distribute.get_replica_context()
+        if _replicas(replica_ctx) > 1:
+            bad = replica_ctx.all_reduce("sum", bad)  # every replica's copy holds the total
+        self._data_check.variable.assign_add(bad)
+
+    def raise_on_invalid_data(self) -> None:
+        """Raises ValueError if a step since the last call met out-of-range labels
+        or example indices (those examples were left out of the step). `fit` and
+        `evaluate` call it after every batch."""
+        labels, indices = (int(v) for v in self._data_check.variable.numpy())
+        if labels or indices:
+            self._data_check.variable.assign(tf.zeros_like(self._data_check.variable))
+            found = []
+            if labels:
+                found.append(f"{labels} labels outside [0, {self.num_classes}) (the models' "
+                             "output size)")
+            if indices:
+                found.append(f"{indices} example indices outside [0, num_examples="
+                             f"{self.num_examples})")
+            raise ValueError(
+                "Invalid value for argument `y` or the example indices: expected labels in "
+                f"[0, {self.num_classes}) and indices in [0, {self.num_examples}). Received: "
+                + " and ".join(found) + " in the last batch.")
+
+    def _with_data_check(self, kwargs):
+        callbacks = kwargs.get("callbacks")
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return kwargs  # fit's own list, passed to evaluate for validation: checked already
+        return {**kwargs, "callbacks": [*(callbacks or []), _InvalidDataCheck()]}
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """`keras.Model.evaluate`; out-of-range labels raise ValueError."""
+        return super().evaluate(x, y, **self._with_data_check(kwargs))
 
     # ------------------------------------------------------------ steps
 
@@ -383,129 +480,125 @@ class DeadwoodModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss; without one (`compile(loss=None)`, the default),
         sparse categorical cross-entropy of the student, as `evaluate` reports."""
-        if self._compile_loss is not None or y is None:
+        if compat.compile_loss(self) is not None or y is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        labels, label_ok = self._labels(y)
+        self._count_invalid(label_ok)
         ce = keras.losses.sparse_categorical_crossentropy(
-            self._labels(y), y_pred, from_logits=self._outputs_logits)
-        if sample_weight is not None:
-            sw = tf.reshape(tf.cast(sample_weight, ce.dtype), [-1])
-            ce = tf.reduce_sum(sw * ce) / tf.maximum(tf.reduce_sum(sw), 1e-12)
-        else:
-            ce = tf.reduce_mean(ce)
+            labels, y_pred, from_logits=self._outputs_logits)
+        ce = lagrangian.batch_mean(ce, sample_weight)
         if self.losses:
             ce += tf.add_n([tf.cast(l, ce.dtype) for l in self.losses])
         return ce
 
+    def _student_passes(self, x, x_adv):
+        """Student logits (float32) on `x` and `x_adv` (None without an attack):
+        one batch-norm batch of both, or two (`batch_norm`)."""
+        logits = lambda t: tf.cast(self._student_logits(t, training=True), tf.float32)  # noqa: E731
+        if x_adv is None:
+            return logits(x), None
+        if self.batch_norm == "separate":
+            return logits(x), logits(x_adv)
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        both = logits(tf.nest.map_structure(lambda a, b: tf.concat([a, b], 0), x, x_adv))
+        return both[:batch], both[batch:]
+
+    def _violations(self, y, teacher_logits, logits, adv_logits):
+        """Per-example hinge violations `(v, u)` of the fidelity and robustness bounds."""
+        fidelity = lagrangian.distillation_gap(teacher_logits, logits, self.temperature)
+        if adv_logits is None:
+            robustness = tf.zeros_like(fidelity)
+        elif self.robust_target == "teacher":
+            robustness = lagrangian.distillation_gap(teacher_logits, adv_logits, self.temperature)
+        else:
+            robustness = tf.nn.sparse_softmax_cross_entropy_with_logits(y, adv_logits)
+        return (lagrangian.hinge_violations(fidelity, self.fidelity_bound),
+                lagrangian.hinge_violations(robustness, self.robustness_bound))
+
+    def _lagrangian(self, y, index, valid, logits, fidelity_violation, robustness_violation,
+                    sample_weight, replica_ctx):
+        """`(loss, grad_loss, l1)`: the Lagrangian of this replica's batch (logged);
+        the share of the global batch's Lagrangian whose gradient this replica adds
+        (`loss` itself without a strategy); and `Omega(w)`."""
+        per_example = lagrangian.weighted_violations(
+            self.fidelity_multipliers.value, self.robustness_multipliers.value, index,
+            fidelity_violation, robustness_violation)
+        if self.label_weight:
+            per_example += self.label_weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
+                y, logits)
+        per_example *= tf.cast(valid, tf.float32)  # out-of-range examples: left out
+        l1 = lagrangian.normalized_l1(
+            [(w.value, m.value) for w, m in self._pruned_weights()], self.num_prunable)
+        shared = self.sparsity_weight_variable.value * l1
+        if self.student.losses:
+            shared += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+        loss = shared + lagrangian.batch_mean(per_example, sample_weight)
+        replicas = _replicas(replica_ctx)
+        if replicas == 1:
+            return loss, loss, l1
+        # Gradients are summed over replicas: the terms every replica computes
+        # alike count 1/replicas each, and the data term is this replica's share
+        # of the mean over the global batch, so the sum is the single-device
+        # Lagrangian of the global batch (uneven or empty per-replica batches included).
+        if sample_weight is not None:
+            count = replica_ctx.all_reduce(
+                "sum", tf.reduce_sum(tf.cast(sample_weight, tf.float32)))
+        else:
+            count = replica_ctx.all_reduce("sum", tf.shape(per_example)[0])
+        return loss, shared / replicas + lagrangian.batch_mean(per_example, sample_weight,
+                                                                count), l1
+
+    def _record_violations(self, index, valid, fidelity_violation, robustness_violation,
+                           replica_ctx):
+        """Adds each example's violations (and a count) to the per-example buffers.
+
+        Under a strategy with several replicas each replica sees other examples:
+        the (index, violations) pairs are all-gathered (16 bytes per example of
+        the global batch) and every replica applies the same scatter to its own
+        copy of the buffers.
+        """
+        values = tf.stop_gradient(tf.stack(
+            [fidelity_violation, robustness_violation, tf.ones_like(fidelity_violation)], 1)
+            * tf.cast(valid, tf.float32)[:, None])  # out-of-range examples add nothing
+        if _replicas(replica_ctx) > 1:
+            index, values = replica_ctx.all_gather((index, values), axis=0)
+        for column, buffer in enumerate((self.fidelity_violations, self.robustness_violations,
+                                         self.violation_counts)):
+            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index[:, None],
+                                                   values[:, column]))
+
     def train_step(self, data):
         x, y, index, sample_weight = self._unpack(data)
-        y = self._labels(y)
-        batch = tf.shape(y)[0]
-        if index is None:
-            if self.num_examples is not None and self.num_examples > 1:
-                raise ValueError(
-                    f"Invalid training data: this DeadwoodModel keeps per-example multipliers "
-                    f"for {self.num_examples} examples but the data yields no index. Yield "
-                    "(x, y, index) batches."
-                )
-            if not self._warned_no_index:  # runs at trace time: once
-                logging.warning("deadwood_tf: the training data carries no example index; "
-                                "using one multiplier per constraint.")
-                self._warned_no_index = True
-            index = tf.zeros([batch], tf.int64)
-        index = tf.reshape(tf.cast(index, tf.int64), [-1])
-        with tf.control_dependencies([tf.debugging.assert_less(
-                index, tf.constant(self.num_examples, tf.int64),
-                message=f"example indices must be < num_examples={self.num_examples}")]):
-            index = tf.identity(index)
-
-        # Under a strategy with several replicas each replica sees other examples:
-        # the (index, violations) pairs are all-gathered (16 bytes per example of
-        # the global batch) and every replica applies the same scatter to its own
-        # copy of the buffers. Without one, the path below is unchanged.
+        y, label_ok = self._labels(y)
+        index, index_ok = self._indices(index, tf.shape(y)[0])
+        self._count_invalid(label_ok, index_ok)
+        valid = label_ok & index_ok
         replica_ctx = tf.distribute.get_replica_context()
-        replicas = replica_ctx.num_replicas_in_sync if replica_ctx is not None else 1
 
         student_fn = lambda t: self._student_logits(t, training=False)  # noqa: E731
         x_adv = self.attack(student_fn, x, y) if self.attack is not None else None
         teacher_logits = tf.stop_gradient(
             tf.cast(self._teacher_logits(x, training=False), tf.float32))
-        tau = self.temperature
         with tf.GradientTape() as tape:
-            if x_adv is not None:
-                # One pass over clean and adversarial inputs together.
-                both = tf.cast(self._student_logits(tf.concat([x, x_adv], 0), training=True),
-                               tf.float32)
-                logits, adv_logits = both[:batch], both[batch:]
-            else:
-                logits = tf.cast(self._student_logits(x, training=True), tf.float32)
-                adv_logits = None
-            fidelity = _kl_per_example(teacher_logits, logits, tau)
-            if adv_logits is None:
-                robustness = tf.zeros_like(fidelity)
-            elif self.robust_target == "teacher":
-                robustness = _kl_per_example(teacher_logits, adv_logits, tau)
-            else:
-                robustness = tf.nn.sparse_softmax_cross_entropy_with_logits(y, adv_logits)
-            fidelity_violation = tf.nn.relu(fidelity - self.fidelity_bound)
-            robustness_violation = tf.nn.relu(robustness - self.robustness_bound)
-            per_example = (tf.gather(self.fidelity_multipliers.value, index) * fidelity_violation
-                           + tf.gather(self.robustness_multipliers.value, index)
-                           * robustness_violation)
-            if self.label_weight:
-                per_example += self.label_weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    y, logits)
-            if sample_weight is not None:
-                sw = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-                data_term = tf.reduce_sum(sw * per_example) / tf.maximum(tf.reduce_sum(sw), 1e-12)
-            elif replicas > 1:
-                data_term = tf.math.divide_no_nan(tf.reduce_sum(per_example),
-                                                  tf.cast(batch, tf.float32))
-            else:
-                data_term = tf.reduce_mean(per_example)
-            l1 = tf.add_n([tf.reduce_sum(tf.abs(w.value * tf.cast(m.value, w.dtype)))
-                           for w, m in self._pruned_weights()]) / self.num_prunable
-            l1 = tf.cast(l1, tf.float32)
-            shared = self.sparsity_weight_variable.value * l1
-            if self.student.losses:
-                shared += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
-            loss = shared + data_term
-            if replicas > 1:
-                gathered_index, gathered = replica_ctx.all_gather(
-                    (index, tf.stop_gradient(tf.stack(
-                        [fidelity_violation, robustness_violation], axis=1))), axis=0)
-                # Gradients are summed over replicas: the terms every replica
-                # computes alike count 1/replicas each, and the data term is this
-                # replica's share of the mean over the global batch, so the sum is
-                # the single-device Lagrangian of the global batch (uneven or empty
-                # per-replica batches included).
-                if sample_weight is not None:
-                    total = replica_ctx.all_reduce("sum", tf.reduce_sum(sw))
-                    local_data = tf.reduce_sum(sw * per_example) / tf.maximum(total, 1e-12)
-                else:
-                    local_data = tf.reduce_sum(per_example) / tf.cast(
-                        tf.maximum(tf.shape(gathered_index)[0], 1), tf.float32)
-                grad_loss = shared / replicas + local_data
-            else:
-                grad_loss = loss
+            logits, adv_logits = self._student_passes(x, x_adv)
+            fidelity_violation, robustness_violation = self._violations(
+                y, teacher_logits, logits, adv_logits)
+            loss, grad_loss, l1 = self._lagrangian(
+                y, index, valid, logits, fidelity_violation, robustness_violation,
+                sample_weight, replica_ctx)
             scaled = self.optimizer.scale_loss(grad_loss)
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        self._record_violations(index, valid, fidelity_violation, robustness_violation,
+                                replica_ctx)
+        return self._step_logs(x, y, logits, adv_logits, loss, l1, fidelity_violation,
+                               robustness_violation, sample_weight)
 
-        if replicas > 1:  # the same scatter on every replica's copy
-            index, fidelity_violation_all, robustness_violation_all = (
-                gathered_index, gathered[:, 0], gathered[:, 1])
-        else:
-            fidelity_violation_all, robustness_violation_all = (
-                fidelity_violation, robustness_violation)
-        ones = tf.ones_like(fidelity_violation_all)
-        for buffer, values in ((self.fidelity_violations, fidelity_violation_all),
-                               (self.robustness_violations, robustness_violation_all),
-                               (self.violation_counts, ones)):
-            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index[:, None],
-                                                   tf.stop_gradient(values)))
-
-        if self._loss_tracker is not None:
-            self._loss_tracker.update_state(loss, sample_weight=batch)
+    def _step_logs(self, x, y, logits, adv_logits, loss, l1, fidelity_violation,
+                   robustness_violation, sample_weight):
+        tracker = compat.loss_tracker(self)
+        if tracker is not None:
+            tracker.update_state(loss, sample_weight=tf.shape(y)[0])
         self.fidelity_tracker.update_state(fidelity_violation)
         self.robustness_tracker.update_state(robustness_violation)
         self.l1_tracker.update_state(l1)
@@ -532,11 +625,19 @@ class DeadwoodModel(keras.Model):
             "label_weight": self.label_weight,
             "temperature": self.temperature,
             "robust_target": self.robust_target,
+            "batch_norm": self.batch_norm,
             "initial_multiplier": self.initial_multiplier,
             "num_examples": self.num_examples,
             "from_logits": self.from_logits,
             "name": self.name,
+            # Which of the student's weights carry masks (positions in
+            # `student.weights`), so that from_config can re-attach them.
+            "masked_weights": self._masked_weight_positions(),
         }
+
+    def _masked_weight_positions(self):
+        masked = {id(w) for w, _ in self._pruned_weights()}
+        return [i for i, w in enumerate(self.student.weights) if id(w) in masked]
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -545,4 +646,11 @@ class DeadwoodModel(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects)
+        positions = config.pop("masked_weights", None)
+        student = config["student"]
+        if positions is not None and not prune.pruned_weights(student):
+            # Ones for now: loading the file then restores the saved masks.
+            weights = student.weights
+            for i in positions:
+                masks.attach_mask(weights[i])
         return cls(**config)

@@ -237,7 +237,7 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
     """Converts `model` to a `.tflite` file and checks the file against Keras.
 
     Args:
-      model: a plain Keras 3 model, a wrapped model or a `DeadwoodModel` (these
+      model: a plain Keras 3 model, a pruned model or a `DeadwoodModel` (these
         two are stripped first). One input, one output.
       path: where to write the file. It is written only after the file has
         been verified; an existing file is replaced atomically.
@@ -299,7 +299,7 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
             "Invalid value for argument `integer_io`: expected False, or True with "
             f"quantize='int8'. Received: integer_io={integer_io!r} with quantize={quantize!r}")
     model = prune._unwrap_deadwood(model)
-    if prune.pruning_wrappers(model):
+    if prune.pruned_weights(model):
         model = prune.strip_pruning(model)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(

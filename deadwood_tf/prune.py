@@ -1,27 +1,31 @@
-"""The public verbs: wrap a model for pruning, cut it, strip it, report it.
+"""The public verbs: give a model masks, cut it, strip it, report it.
+
+Any built Keras 3 model works (Sequential, functional with ops between
+layers, nested, subclassed, KerasHub): the masks are attached to the prunable
+variables (`deadwood_tf.masks`), the model's graph is never rebuilt.
 
 Example:
 
 >>> import keras, deadwood_tf as dw
 >>> dense = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32),
 ...                           keras.layers.Dense(10)])
->>> wrapped = dw.prune_model(dense)
->>> dw.apply_sparsity(wrapped, 0.9)
->>> round(dw.sparsity_report(wrapped).sparsity, 3)
+>>> pruned = dw.prune_model(dense)
+>>> round(dw.apply_sparsity(pruned, 0.9), 3)   # the sparsity reached
 0.9
->>> plain = dw.strip_pruning(wrapped)   # no deadwood class inside
+>>> round(dw.apply_sparsity(pruned, 0.5), 3)   # a lower cut never unmasks
+0.9
+>>> plain = dw.strip_pruning(pruned)   # no deadwood object inside
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
 
 import keras
 import numpy as np
+from keras import ops
 
-from deadwood_tf import prune_registry, pruning_impl
-from deadwood_tf.pruning_wrapper import PruningWrapper
+from deadwood_tf import masks, prune_registry, pruning_impl
 
 
 def check_keras_model(model, name: str = "model") -> keras.Model:
@@ -44,32 +48,21 @@ def check_keras_model(model, name: str = "model") -> keras.Model:
     )
 
 
-def _sub_models(model: keras.Model) -> Iterable[keras.layers.Layer]:
-    """Every layer of `model`, depth first, descending into nested models."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _sub_models(layer)
-
-
-def pruning_wrappers(model) -> list[PruningWrapper]:
-    """The `PruningWrapper`s of a wrapped model (or a DeadwoodModel), in order."""
-    model = _unwrap_deadwood(model)
-    seen, out = set(), []
-    for layer in _sub_models(model):
-        if isinstance(layer, PruningWrapper) and id(layer) not in seen:
-            seen.add(id(layer))
-            out.append(layer)
-    return out
-
-
 def pruned_weights(model) -> list:
     """Every `(weight, mask)` pair of a pruned model (or a DeadwoodModel), in order.
 
     The one interface the rest of the library uses to reach the masks: the
-    Lagrangian's L1 term, the cuts, the reports and the baselines.
+    Lagrangian's L1 term, the cuts, the reports and the baselines. The order
+    is `prune_registry.prunable_variables`'s; excluded (unmasked) weights are
+    not listed.
     """
-    return [(w, m) for wr in pruning_wrappers(model) for _, w, m in wr.pruned_weights()]
+    model = _unwrap_deadwood(model)
+    out = []
+    for _, _, weight in prune_registry.prunable_variables(model):
+        mask = masks.mask_of(weight)
+        if mask is not None:
+            out.append((weight, mask))
+    return out
 
 
 def _unwrap_deadwood(model):
@@ -79,180 +72,193 @@ def _unwrap_deadwood(model):
     return check_keras_model(model)
 
 
-def _is_functional_or_sequential(model) -> bool:
-    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"
-
-
-def _check_clonable(model, name="model"):
-    for m in [model] + [l for l in _sub_models(model) if isinstance(l, keras.Model)]:
-        if not _is_functional_or_sequential(m):
-            raise ValueError(
-                f"Invalid value for argument `{name}`: expected a Sequential or "
-                f"functional Keras model (nested ones included). Received: "
-                f"'{m.name}' of subclassed type {type(m).__name__}, whose layer "
-                "graph cannot be rebuilt; wrap its layers with "
-                "deadwood_tf.PruningWrapper yourself."
-            )
-    if not model.built or not model.inputs:
+def _check_built(model, name="model"):
+    if not model.built:
         raise ValueError(
-            f"Invalid value for argument `{name}`: the model must be built "
-            "(give it a keras.Input or call it on data first)."
+            f"Invalid value for argument `{name}`: expected a built model (give it a "
+            "keras.Input, or call it once on data). Received: model "
+            f"'{model.name}', not built yet."
         )
 
 
-def _copy_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
+def _copy(model) -> keras.Model:
+    """A new model of the same class, config and weights as `model`."""
+    try:
+        if type(model) is keras.Sequential or type(model).__name__ == "Functional":
+            # clone_model copies nested models and unregistered custom layers too.
+            copy = keras.models.clone_model(model, recursive=True)
+        else:
+            copy = type(model).from_config(model.get_config())
+        if not copy.built or len(copy.weights) != len(model.weights):
+            build_config = model.get_build_config()
+            if build_config:
+                copy.build_from_config(build_config)
+                # Keras 3.15 builds a subclassed model's sub-layers here but
+                # leaves its own flag down (saving then warns "not built").
+                copy.built = True
+        if [tuple(w.shape) for w in copy.weights] != [tuple(w.shape) for w in model.weights]:
+            raise ValueError("the copy's weights differ from the model's "
+                             f"({len(copy.weights)} against {len(model.weights)} variables)")
+        copy.set_weights(model.get_weights())
+    except Exception as e:  # any failure of the class's own config round trip
+        raise ValueError(
+            f"Invalid value for argument `model`: model '{model.name}' of type "
+            f"{type(model).__name__} could not be copied through "
+            f"`from_config(get_config())`: {type(e).__name__}: {e}. Pass "
+            "`inplace=True` to put the masks on this model itself."
+        ) from e
+    return copy
 
 
-def _clone(model, make_layer: Callable, set_weights: Callable) -> keras.Model:
-    """Clones `model` through `make_layer(old) -> new`, then `set_weights(old, new)`."""
-    pairs = []
+def _excluded_layers(model, exclude) -> set:
+    """ids of the layers of `model` that `exclude` names or selects."""
+    layers = prune_registry.sublayers(model)
+    if exclude is None:
+        return set()
+    if callable(exclude):
+        return {id(l) for l in layers if exclude(l)}
+    names = [exclude] if isinstance(exclude, str) else list(exclude)
+    known = {l.name for l in layers}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"Invalid value for argument `exclude`: no layer named {unknown} in "
+            f"model '{model.name}'. Layer names: {sorted(known)}. Received: exclude={exclude!r}"
+        )
+    return {id(l) for l in layers if l.name in set(names)}
 
-    def clone_function(layer):
-        new = make_layer(layer)
-        pairs.append((layer, new))
-        return new
 
-    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-    for old, new in pairs:
-        set_weights(old, new)
-    return clone
-
-
-def prune_model(model: keras.Model, exclude=None) -> keras.Model:
+def prune_model(model: keras.Model, exclude=None, *, inplace: bool = False,
+                masks_from_zeros: bool = False) -> keras.Model:
     """A copy of `model` whose prunable weights carry masks (all ones at first).
 
     Args:
-      model: a built Keras 3 Sequential or functional model; nested models are
-        rebuilt too. It is not modified.
-      exclude: layer names (a string or a list of strings) or a predicate
-        `fn(layer) -> bool`; matching layers are copied unwrapped. Names may be
-        those of layers inside nested models.
+      model: any built Keras 3 model: Sequential, functional (ops between
+        layers, nested models, shared layers, several inputs and outputs
+        included), subclassed, KerasHub. It is not modified (unless
+        `inplace`). Prunable weights are found in every tracked sub-layer by
+        `prune_registry`.
+      exclude: layer names (a string or a list of strings, those of layers
+        inside nested models and custom layers too) or a predicate
+        `fn(layer) -> bool`; the prunable weights of matching layers get no
+        mask. A layer found inside an excluded one is still pruned unless
+        it matches too.
+      inplace: put the masks on `model` itself and return it. Needed for a
+        model whose class cannot be rebuilt by `from_config(get_config())`.
+      masks_from_zeros: start every mask at `W != 0` instead of ones. This is
+        how a pruned model saved as `.keras` gets its masks back: the file
+        holds the masked weights as zeros (the masks themselves travel only
+        inside a saved `DeadwoodModel`). `prune_model(keras.models.load_model(
+        path), masks_from_zeros=True)`.
 
     Returns:
-      A new model of the same architecture and weights in which each prunable
-      layer is a `PruningWrapper` of the same name.
+      A model of the same class, config and weights (a copy unless
+      `inplace`) whose layers are the model's own: nothing is wrapped.
+      `pruned_weights(result)` lists its `(weight, mask)` pairs.
 
     Raises:
-      ValueError: `model` is not a Keras 3 Sequential/functional model, is
-        already wrapped, has nothing to prune, or `exclude` names unknown layers.
+      ValueError: `model` is not a built Keras 3 model, already carries
+        masks, has nothing to prune, `exclude` names unknown layers, or the
+        copy fails (the message suggests `inplace=True`).
 
     Example:
 
-    >>> wrapped = prune_model(model, exclude=["logits"])  # keep the last layer dense
+    >>> pruned = prune_model(model, exclude=["logits"])  # keep the last layer dense
     """
     check_keras_model(model)
-    _check_clonable(model)
-    layers = list(_sub_models(model))
-    if any(isinstance(l, PruningWrapper) for l in layers):
+    _check_built(model)
+    if not isinstance(inplace, bool) or not isinstance(masks_from_zeros, bool):
         raise ValueError(
-            "Invalid value for argument `model`: it is already wrapped for pruning "
-            "(it contains PruningWrapper layers); call strip_pruning first."
+            "Invalid value for arguments `inplace`, `masks_from_zeros`: expected bools. "
+            f"Received: inplace={inplace!r}, masks_from_zeros={masks_from_zeros!r}")
+    if pruned_weights(model):
+        raise ValueError(
+            "Invalid value for argument `model`: it already carries pruning masks; "
+            "call strip_pruning first."
         )
-    if exclude is None:
-        excluded = lambda layer: False  # noqa: E731
-    elif callable(exclude):
-        excluded = exclude
-    else:
-        names = [exclude] if isinstance(exclude, str) else list(exclude)
-        known = {l.name for l in layers}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(
-                f"Invalid value for argument `exclude`: no layer named {unknown} in "
-                f"model '{model.name}'. Layer names: {sorted(known)}. Received: exclude={exclude!r}"
-            )
-        name_set = set(names)
-        excluded = lambda layer: layer.name in name_set  # noqa: E731
-
-    targets = {
-        id(l)
-        for l in layers
-        if not isinstance(l, keras.Model) and prune_registry.is_prunable(l) and not excluded(l)
-    }
-    if not targets:
+    excluded = _excluded_layers(model, exclude)
+    # Excluded layers are found by position in the walk, identical in the copy.
+    positions = [i for i, l in enumerate(prune_registry.sublayers(model)) if id(l) in excluded]
+    chosen = [e for e in prune_registry.prunable_variables(model) if id(e[0]) not in excluded]
+    if not chosen:
         raise ValueError(
             f"Invalid value for argument `model`: model '{model.name}' has no prunable "
             "layer (Dense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "
             "EinsumDense, MultiHeadAttention) left after `exclude`."
         )
-
-    def make_layer(layer):
-        new = _copy_layer(layer)
-        if id(layer) in targets:
-            new.build_from_config(layer.get_build_config())
-            return PruningWrapper(new)
-        return new
-
-    def set_weights(old, new):
-        (new.layer if isinstance(new, PruningWrapper) else new).set_weights(old.get_weights())
-
-    return _clone(model, make_layer, set_weights)
+    target = model if inplace else _copy(model)
+    target_layers = prune_registry.sublayers(target)
+    excluded = {id(target_layers[i]) for i in positions}
+    for layer, _, weight in prune_registry.prunable_variables(target):
+        if id(layer) not in excluded:
+            masks.attach_mask(weight, ops.not_equal(weight, 0) if masks_from_zeros else None)
+    return target
 
 
-def strip_pruning(model) -> keras.Model:
-    """A plain Keras model computing what the wrapped `model` computes.
+def strip_pruning(model, inplace: bool = False) -> keras.Model:
+    """A plain Keras model computing what the pruned `model` computes.
 
     Args:
       model: a model from `prune_model`, or a `DeadwoodModel` (its student).
+      inplace: take the masks off `model` itself (its weights become
+        `W * M`, its variables get their own constraints back) and return it;
+        for models `prune_model` could only prune in place.
 
     Returns:
-      A new model with no deadwood class inside: every `PruningWrapper` becomes
-      its inner layer with weights `W * M` (exact zeros where masks are 0). It
-      saves and loads as `.keras` without custom objects.
+      A model of the same class with weights `W * M` (exact zeros where masks
+      are 0) and no deadwood object inside: it saves and loads as `.keras`
+      with `safe_mode=True` and no custom objects (beyond those its own
+      class needs).
     """
     model = _unwrap_deadwood(model)
-    _check_clonable(model)
-
-    def make_layer(layer):
-        return _copy_layer(layer.layer if isinstance(layer, PruningWrapper) else layer)
-
-    def set_weights(old, new):
-        if isinstance(old, PruningWrapper):
-            masked = {id(w): m for _, w, m in old.pruned_weights()}
-            values = []
-            for v in old.layer.weights:
-                value = np.asarray(v.numpy())
-                if id(v) in masked:
-                    value = value * np.asarray(masked[id(v)].numpy(), dtype=value.dtype)
-                values.append(value)
-            new.set_weights(values)
-        else:
-            new.set_weights(old.get_weights())
-
-    return _clone(model, make_layer, set_weights)
+    pairs = pruned_weights(model)
+    if inplace:
+        for weight, _ in pairs:
+            masks.detach_mask(weight)
+        return model
+    masked = {id(w): m for w, m in pairs}
+    values = [ops.convert_to_numpy(w.value * ops.cast(masked[id(w)], w.dtype)) if id(w) in masked
+              else ops.convert_to_numpy(w.value) for w in model.weights]
+    copy = _copy(model)
+    copy.set_weights(values)
+    return copy
 
 
 def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
                    pattern=None) -> float:
-    """Cuts a wrapped model (or a DeadwoodModel's student) to `sparsity`, in place.
+    """Cuts a pruned model (or a DeadwoodModel's student) to `sparsity`, in place.
 
-    The lowest-magnitude live weights are masked; weights already masked stay
-    masked. With `scope="global"` exactly `round(sparsity * P)` of the `P`
-    prunable weights are zero afterwards. See `pruning_impl.keep_masks` for
-    `scope`, `min_keep` and `pattern` (None, a block such as `(1, 4)` or
-    "4x4", or "2:4": the same magnitude rule over block norms or N:M groups).
+    The lowest-magnitude live weights are masked; a cut never unmasks: weights
+    already masked stay masked, whatever `sparsity` is. With `scope="global"`
+    exactly `round(sparsity * P)` of the `P` masked-prunable weights are zero
+    afterwards when `sparsity` is at least the current mask sparsity; a lower
+    `sparsity` leaves the masks as they are (the result is then the current
+    sparsity, i.e. `max(current, sparsity)`; per layer for `scope="layer"`).
+    See `pruning_impl.keep_masks` for `scope`, `min_keep` and `pattern` (None,
+    a block such as `(1, 4)` or "4x4", or "2:4": the same magnitude rule over
+    block norms or N:M groups).
 
     Returns:
       The global sparsity after the cut.
     """
     sparsity = pruning_impl.check_sparsity(sparsity, "sparsity")
     pruning_impl.check_pattern(pattern)
-    entries = [e for w in pruning_wrappers(model) for e in w.pruned_weights()]
+    entries = pruned_weights(model)
     if not entries:
         raise ValueError(
-            "Invalid value for argument `model`: it has no PruningWrapper layers; "
-            "wrap it with deadwood_tf.prune_model first."
+            "Invalid value for argument `model`: it carries no pruning masks; "
+            "give it masks with deadwood_tf.prune_model first."
         )
-    scores = []
-    for _, weight, mask in entries:
-        m = np.asarray(mask.numpy()) > 0
-        scores.append(np.where(m, np.abs(np.asarray(weight.numpy(), dtype=np.float64)), -1.0))
+    live, scores = [], []
+    for weight, mask in entries:
+        m = ops.convert_to_numpy(mask.value) > 0
+        live.append(m)
+        scores.append(np.where(m, np.abs(ops.convert_to_numpy(weight.value).astype(np.float64)), -1.0))
     keep = pruning_impl.keep_masks(scores, sparsity, scope=scope, min_keep=min_keep,
                                    pattern=pattern)
-    for (_, weight, mask), k in zip(entries, keep):
-        mask.assign(k.astype(mask.dtype))
-        weight.assign(np.asarray(weight.numpy()) * k.astype(weight.dtype))
+    for (weight, _), k, m in zip(entries, keep, live):
+        # `& m`: a lower cut (or `min_keep`, or a pattern) must never revive a weight.
+        masks.apply_mask(weight, k & m)
     return sparsity_report(model).sparsity
 
 
@@ -310,27 +316,18 @@ class SparsityReport:
 def sparsity_report(model) -> SparsityReport:
     """Zeros in the prunable weights of `model`, per weight and globally.
 
-    Works on wrapped models (counting `W * M`), `DeadwoodModel`s and plain
-    (e.g. stripped) models (counting the registry's weights as they are).
+    Works on pruned models (counting `W * M` of the masked weights; weights
+    left unmasked by `exclude` count as they are), `DeadwoodModel`s and plain
+    (e.g. stripped) models: every weight `prune_registry` finds is listed.
     """
     model = _unwrap_deadwood(model)
-    rows, seen = [], set()
-    for layer in _sub_models(model):
-        if id(layer) in seen or isinstance(layer, keras.Model):
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, PruningWrapper):
-            items = [(p, w, m) for p, w, m in layer.pruned_weights()]
-        elif prune_registry.is_prunable(layer) and layer.built:
-            items = [(p, prune_registry.resolve_weight(layer, p), None)
-                     for p in prune_registry.prunable_weight_paths(layer)]
-        else:
-            continue
-        for path, weight, mask in items:
-            value = np.asarray(weight.numpy())
-            if mask is not None:
-                value = value * np.asarray(mask.numpy(), dtype=value.dtype)
-            rows.append(WeightSparsity(
-                name=f"{layer.name}/{path.lstrip('_')}", shape=tuple(value.shape),
-                size=int(value.size), zeros=int(np.count_nonzero(value == 0))))
+    rows = []
+    for layer, path, weight in prune_registry.prunable_variables(model):
+        mask = masks.mask_of(weight)
+        value = ops.convert_to_numpy(weight.value)
+        if mask is not None:
+            value = value * ops.convert_to_numpy(mask.value).astype(value.dtype)
+        rows.append(WeightSparsity(
+            name=f"{layer.name}/{path.lstrip('_')}", shape=tuple(value.shape),
+            size=int(value.size), zeros=int(np.count_nonzero(value == 0))))
     return SparsityReport(tuple(rows))

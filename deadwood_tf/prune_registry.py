@@ -1,9 +1,11 @@
-"""Which weights of which layer type may be pruned.
+"""Which weights of which layer type may be pruned, and where they are in a model.
 
 The registry is data: a table from Keras layer class to the attribute paths of
 its prunable weights (METHOD.md, "Prunable weights"). Biases and normalisation
 parameters never appear here. Users add their own layer types with
-`register_prunable`.
+`register_prunable`. `prunable_variables(model)` walks every tracked sub-layer
+of any model (subclassed, KerasHub, custom layers holding Dense or
+MultiHeadAttention layers) and lists what the table names.
 
 Example:
 
@@ -39,6 +41,15 @@ _REGISTRY: dict[type, tuple[str, ...]] = {
     ),
 }
 
+# Layers of optional packages, by qualified class name, so that the registry
+# needs no import of them. KerasHub's transformer blocks are built from Dense,
+# EinsumDense and MultiHeadAttention (found by walking their sub-layers);
+# these are its own weight tables.
+_REGISTRY_BY_NAME: dict[str, tuple[str, ...]] = {
+    "keras_hub.src.layers.modeling.position_embedding.PositionEmbedding": (
+        "position_embeddings",),
+}
+
 
 def register_prunable(layer_class: type, weight_paths: tuple[str, ...] | list[str]) -> None:
     """Declares which weights of `layer_class` (and its subclasses) are prunable.
@@ -69,7 +80,52 @@ def prunable_weight_paths(layer: keras.layers.Layer) -> tuple[str, ...]:
     for cls in type(layer).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+        paths = _REGISTRY_BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
+        if paths:
+            return paths
     return ()
+
+
+def sublayers(layer: keras.layers.Layer):
+    """Every layer tracked under `layer` (not itself), depth first, each once.
+
+    Keras 3.15 has no public walk below `Model.layers`; `Layer._layers` (the
+    tracked sub-layers, in creation order) is what `Layer._flatten_layers`
+    walks too. Unlike `_flatten_layers`, this keeps creation order inside
+    each layer.
+    """
+    seen = set()
+
+    def walk(parent):
+        for child in getattr(parent, "_layers", ()):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            yield child
+            yield from walk(child)
+
+    return list(walk(layer))
+
+
+def prunable_variables(model: keras.layers.Layer) -> list:
+    """`(layer, path, variable)` for every prunable variable under `model`.
+
+    Deterministic order (depth first, in creation order; a layer's own paths
+    before its sub-layers); a variable reached twice (a shared layer, the
+    projections of MultiHeadAttention also reached as EinsumDense layers) is
+    listed once, under the first layer that reaches it. Unbuilt layers are
+    skipped.
+    """
+    out, seen = [], set()
+    for layer in sublayers(model):
+        if not layer.built:
+            continue
+        for path in prunable_weight_paths(layer):
+            variable = resolve_weight(layer, path)
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                out.append((layer, path, variable))
+    return out
 
 
 def is_prunable(layer: keras.layers.Layer) -> bool:

@@ -7,8 +7,12 @@ export `.tflite` (verified) -> report.
 
 The work directory makes the run resumable and inspectable:
 
-    teacher.keras           the dense teacher (its phase is skipped when present)
-    backup/, backup_teacher/  keras.callbacks.BackupAndRestore state of a running fit
+    run.lock                the holder of the directory (pid, host, start time)
+    manifest.json           the sha256 of every artefact a resume relies on
+    teacher_natural.keras   the teacher after natural training (when adversarial
+                            training follows), teacher.keras the finished teacher
+    backup_teacher/, backup_teacher_at/, backup/  the last epoch's state of a
+                            running fit (`workdir.BackupCallback`)
     checkpoints.jsonl       per epoch end, and at each resume: a digest of the masks
                             and multipliers, so a resume can be checked
     history.csv             per-epoch logs of the Deadwood fit
@@ -18,8 +22,13 @@ The work directory makes the run resumable and inspectable:
     model.tflite            the verified TFLite export
     report.json, report.md, *.png   every figure, the config, versions, timings
 
-Kill the process at any point and rerun the same command: finished phases are
-skipped and a running fit resumes from its last epoch.
+Guarantees (see README, "What the pipeline guarantees"): one run per work
+directory at a time (`workdir.Workdir.lock`); every artefact is written
+atomically and its sha256 recorded; on a rerun, finished phases are skipped
+after their files verify, a running fit resumes from its last verified epoch
+(the banner says from where), and a damaged file is moved aside to
+`NAME.corrupt-<time>` and its phase redone. The data is checked when loaded
+(`checks`). Kill the process at any point and rerun the same command.
 """
 
 from __future__ import annotations
@@ -37,7 +46,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from absl import logging
+
 from deadwood_tf import attacks as attacks_lib
+from deadwood_tf import checks
+from deadwood_tf import config as config_lib
 from deadwood_tf import data as data_lib
 from deadwood_tf import export as export_lib
 from deadwood_tf import models as models_lib
@@ -45,6 +58,7 @@ from deadwood_tf import prune, report as report_lib
 from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.callbacks import DeadwoodCallback
 from deadwood_tf.deadwood_model import DeadwoodModel
+from deadwood_tf.workdir import BackupCallback, Workdir
 
 
 def banner(text: str) -> None:
@@ -196,6 +210,12 @@ def validate(config) -> None:
         raise ValueError("Invalid value for `export.quantize`: expected '', 'dynamic', "
                          f"'float16' or 'int8'. Received: {config.export.quantize!r}")
     pruning_impl.check_pattern(config.prune.get("pattern") or None, "prune.pattern")
+    if config.prune.scope not in pruning_impl.SCOPES:
+        raise ValueError(f"Invalid value for `prune.scope`: expected one of "
+                         f"{pruning_impl.SCOPES}. Received: {config.prune.scope!r}")
+    if config.deadwood.robust_target not in ("label", "teacher"):
+        raise ValueError("Invalid value for `deadwood.robust_target`: expected 'label' or "
+                         f"'teacher'. Received: {config.deadwood.robust_target!r}")
     if config.teacher_path and not os.path.exists(config.teacher_path):
         raise FileNotFoundError(
             f"Invalid value for `teacher_path`: no file at {config.teacher_path!r}.")
@@ -220,9 +240,23 @@ def _shard_by_data(dataset, strategy):
 
 
 def _save_keras_atomically(model, path):
+    """Plain atomic save (tmp + os.replace), for work directories without a manifest."""
     tmp = path + ".tmp.keras"
     model.save(tmp)
     os.replace(tmp, path)
+
+
+def _repair_appended_log(path) -> None:
+    """Cuts a line a kill tore off the end of an appended log (history.csv, checkpoints.jsonl)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            f.truncate(end)
+            print(f"deadwood_tf: {os.path.basename(path)}: removed an incomplete last line "
+                  "(an interrupted write)", flush=True)
 
 
 def _digest(model) -> dict:
@@ -239,20 +273,21 @@ def _digest(model) -> dict:
 
 
 class _StateLog(keras.callbacks.Callback):
-    """Appends state digests to checkpoints.jsonl: at (re)start and at each epoch end."""
+    """Appends state digests to checkpoints.jsonl: at (re)start and at each epoch end.
 
-    def __init__(self, path):
+    Put it after the BackupCallback: the digest at a resume is of the restored state.
+    """
+
+    def __init__(self, path, initial_epoch=0):
         super().__init__()
-        self.path = path
+        self.path, self.initial_epoch = path, initial_epoch
 
     def _write(self, entry):
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def on_train_begin(self, logs=None):
-        epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
-        if epoch:
-            print(f"deadwood_tf: resuming the Deadwood fit at epoch {epoch + 1}", flush=True)
+        epoch = self.initial_epoch
         self._write({"event": "resume" if epoch else "start", "epoch": epoch,
                      **_digest(self.model)})
 
@@ -261,17 +296,19 @@ class _StateLog(keras.callbacks.Callback):
 
 
 class _PhaseBanner(keras.callbacks.Callback):
-    def __init__(self, solve_epochs):
+    def __init__(self, solve_epochs, initial_epoch=0):
         super().__init__()
-        self.solve_epochs = solve_epochs
+        self.solve_epochs, self.initial_epoch = solve_epochs, initial_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 0 and self.solve_epochs:
-            banner(f"Deadwood solve phase: epochs 1-{self.solve_epochs} "
+        resumed = (f", resumed at epoch {epoch + 1}"
+                   if epoch == self.initial_epoch and epoch else "")
+        if epoch < self.solve_epochs and (epoch == 0 or resumed):
+            banner(f"Deadwood solve phase: epochs 1-{self.solve_epochs}{resumed} "
                    "(primal steps on the weights, dual steps on the multipliers)")
-        if epoch == self.solve_epochs:
-            banner(f"Fine-tune phase: epochs {self.solve_epochs + 1}-{self.params['epochs']} "
-                   "(masks fixed, distillation + adversarial training)")
+        if epoch == self.solve_epochs or (resumed and epoch > self.solve_epochs):
+            banner(f"Fine-tune phase: epochs {self.solve_epochs + 1}-{self.params['epochs']}"
+                   f"{resumed} (masks fixed, distillation + adversarial training)")
 
 
 class _RobustAccuracy(keras.callbacks.Callback):
@@ -302,8 +339,28 @@ class _MultiplierHistogram(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def _train_teacher(config, ds, workdir, timings):
-    path = os.path.join(workdir, "teacher.keras")
+def _start_fit(wd: Workdir, backup_name: str, title: str, epochs: int, details: str,
+               redo: str) -> BackupCallback:
+    """The fit's backup callback, its resume epoch verified; a banner says where it starts."""
+    backup = BackupCallback(wd, backup_name)
+    start = backup.resume_epoch(redo)
+    if start:
+        banner(f"{title}: resuming at epoch {start + 1}/{epochs} from "
+               f"{os.path.relpath(backup.path, wd.path)} ({details})")
+    else:
+        banner(f"{title}, {epochs} epochs ({details})")
+    return backup
+
+
+def _load_model(path):
+    return keras.models.load_model(path)
+
+
+def _train_teacher(config, ds, wd: Workdir, timings):
+    """The dense teacher: loaded from `teacher_path` or the work directory, or trained.
+
+    Returns `(teacher, trained)`; `trained` says the teacher was (re)made in this run.
+    """
     if config.teacher_path:
         banner(f"Teacher: loading {config.teacher_path}")
         teacher = keras.models.load_model(config.teacher_path)
@@ -314,36 +371,55 @@ def _train_teacher(config, ds, workdir, timings):
                 f"Invalid value for `teacher_path`: the model takes {teacher.inputs[0].shape[1:]} "
                 f"and gives {teacher.outputs[0].shape[-1]} classes; the data has inputs "
                 f"{ds.input_shape} and {ds.num_classes} classes.")
-        return teacher
-    if os.path.exists(path):
-        banner(f"Teacher: found {path} (phase done before), loading it")
-        return keras.models.load_model(path)
+        return teacher, False
+    teacher = wd.load("teacher.keras", _load_model, "redoing the teacher phase")
+    if teacher is not None:
+        banner(f"Teacher: found {wd.file('teacher.keras')} (phase done before, sha256 verified), "
+               "loading it")
+        for leftover in ("backup_teacher", "backup_teacher_at"):  # a kill before their removal
+            wd.discard(leftover)
+        return teacher, False
     t0 = time.time()
-    teacher = models_lib.build_model(config.model.name, ds.input_shape, ds.num_classes,
-                                     config.model.width, config.model.depth)
     c = config.teacher
     test = (ds.x_test, ds.y_test)
-    backup = keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup_teacher"))
-    if c.epochs:
-        banner(f"Teacher: natural training, {c.epochs} epochs ({teacher.count_params():,} "
-               "parameters)")
-        teacher.compile(make_optimizer(config, c.learning_rate),
-                        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=["accuracy"])
-        teacher.fit(ds.train_pipeline(config.data.batch_size, config.seed, with_index=False),
-                    epochs=c.epochs, validation_data=test, callbacks=[backup], verbose=FIT_VERBOSE)
+    natural_name = "teacher_natural.keras" if c.adversarial_epochs else "teacher.keras"
+    teacher = None
+    if c.adversarial_epochs and c.epochs:
+        teacher = wd.load(natural_name, _load_model, "redoing the teacher's natural training")
+        if teacher is not None:
+            banner(f"Teacher: found {wd.file(natural_name)} (natural training done before, "
+                   "sha256 verified), loading it")
+    if teacher is None:
+        teacher = models_lib.build_model(config.model.name, ds.input_shape, ds.num_classes,
+                                         config.model.width, config.model.depth)
+        if c.epochs:
+            backup = _start_fit(wd, "backup_teacher", "Teacher: natural training", c.epochs,
+                                f"{teacher.count_params():,} parameters",
+                                "natural training starts over")
+            teacher.compile(make_optimizer(config, c.learning_rate),
+                            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                            metrics=["accuracy"])
+            teacher.fit(ds.train_pipeline(config.data.batch_size, config.seed, with_index=False),
+                        initial_epoch=backup.initial_epoch, epochs=c.epochs,
+                        validation_data=test, callbacks=[backup], verbose=FIT_VERBOSE)
+            wd.save_model(teacher, natural_name)
+            backup.discard()
     if c.adversarial_epochs:
         attack = make_attack(config.attack)
-        banner(f"Teacher: adversarial training, {c.adversarial_epochs} epochs ({attack!r})")
+        backup = _start_fit(wd, "backup_teacher_at", "Teacher: adversarial training",
+                            c.adversarial_epochs, repr(attack),
+                            "adversarial training starts over")
         at = AdversarialTraining(teacher, attack)
         at.compile(make_optimizer(config, c.learning_rate))
         at.fit(ds.train_pipeline(config.data.batch_size, config.seed + 1, with_index=False),
-               initial_epoch=0, epochs=c.adversarial_epochs, validation_data=test,
-               callbacks=[keras.callbacks.BackupAndRestore(
-                   os.path.join(workdir, "backup_teacher_at"))], verbose=FIT_VERBOSE)
-    _save_keras_atomically(teacher, path)
+               initial_epoch=backup.initial_epoch, epochs=c.adversarial_epochs,
+               validation_data=test, callbacks=[backup], verbose=FIT_VERBOSE)
+    if not os.path.exists(wd.file("teacher.keras")):  # no epochs at all, or after AT
+        wd.save_model(teacher, "teacher.keras")
+    if c.adversarial_epochs:
+        BackupCallback(wd, "backup_teacher_at").discard()
     timings["teacher_s"] = time.time() - t0
-    return teacher
+    return teacher, True
 
 
 def _read_history(path) -> list[dict]:
@@ -357,85 +433,145 @@ def _read_history(path) -> list[dict]:
     return [rows[k] for k in sorted(rows)]
 
 
+# What the Deadwood phase leaves; a teacher made anew makes them stale.
+_DEADWOOD_ARTEFACTS = ("backup", "model.keras", "multipliers.npz")
+
+
+def _load_multipliers(path) -> dict:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
+    """The Deadwood fit (solve, cut, fine-tune), or its verified result from a
+    previous run; returns `(stripped model, multipliers)`."""
+    redo = "redoing the Deadwood phase"
+    stripped = wd.load("model.keras", _load_model, redo)
+    multipliers = wd.load("multipliers.npz", _load_multipliers, redo)
+    if stripped is not None and multipliers is not None:
+        banner(f"Deadwood: found {wd.file('model.keras')} (phase done before, sha256 "
+               "verified), loading it")
+        wd.discard("backup")  # a kill between the save and the backup's removal
+        return stripped, multipliers
+    t0 = time.time()
+    p, d = config.prune, config.deadwood
+    history_path = wd.file("history.csv")
+    states_path = wd.file("checkpoints.jsonl")
+    for path in (history_path, states_path):
+        _repair_appended_log(path)
+    schedule, unit = make_schedule(config)
+    with scope():
+        model = make_deadwood_model(config, teacher, ds.num_train)
+        model.compile(make_optimizer(config, d.learning_rate), metrics=["accuracy"])
+    n_eval = min(config.eval.per_epoch_examples, len(ds.x_test))
+    per_epoch_attack = attacks_lib.PGD(
+        config.eval.eps, steps=config.eval.per_epoch_pgd_steps,
+        step_size=2.5 * config.eval.eps / config.eval.per_epoch_pgd_steps,
+        norm=config.attack.norm, clip_min=config.attack.clip_min,
+        clip_max=config.attack.clip_max)
+    epochs = p.solve_epochs + p.finetune_epochs
+    how = ("one-shot after the solve phase" if schedule is None else
+           f"gradually (cubic, global) at the end of solve epochs 1-{p.solve_epochs}")
+    backup = _start_fit(wd, "backup", "Deadwood", epochs,
+                        f"target sparsity {p.target_sparsity}, cut {how}",
+                        "the Deadwood fit starts over")
+    start = backup.initial_epoch
+    callbacks = [
+        _PhaseBanner(p.solve_epochs, start),
+        DeadwoodCallback(p.target_sparsity, prune_epoch=p.solve_epochs, schedule=schedule,
+                         schedule_unit=unit, scope=p.scope, min_keep=p.min_keep,
+                         dual_step_size=d.dual_step_size, max_multiplier=d.max_multiplier,
+                         finetune_sparsity_weight=(d.finetune_sparsity_weight
+                                                   if d.finetune_sparsity_weight >= 0
+                                                   else None),
+                         pattern=p.get("pattern") or None),
+        _RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval], per_epoch_attack),
+        keras.callbacks.TensorBoard(wd.file("tensorboard")),
+        _MultiplierHistogram(wd.file("tensorboard")),
+        keras.callbacks.CSVLogger(history_path, append=True),
+        backup,
+        _StateLog(states_path, start),
+    ]
+    model.fit(_shard_by_data(ds.train_pipeline(config.data.batch_size, config.seed + 2),
+                             strategy), initial_epoch=start, epochs=epochs,
+              validation_data=(ds.x_test, ds.y_test), callbacks=callbacks,
+              verbose=FIT_VERBOSE)
+    multipliers = {"fidelity": model.fidelity_multipliers.numpy(),
+                   "robustness": model.robustness_multipliers.numpy()}
+    stripped = prune.strip_pruning(model)
+    wd.save("multipliers.npz", lambda tmp: np.savez(tmp, **multipliers))
+    wd.save_model(stripped, "model.keras")
+    backup.discard()
+    timings["deadwood_s"] = time.time() - t0
+    return stripped, multipliers
+
+
+def _write_report(wd: Workdir, **kwargs) -> dict:
+    """`report.write_report` into a staging directory, then each file moved into
+    place, report.json last: a kill leaves the previous report or the new one."""
+    import shutil
+
+    stage = wd.file(".tmp-report")
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
+    report = report_lib.write_report(stage, **kwargs)
+    for name in sorted(os.listdir(stage), key=lambda n: n == "report.json"):
+        os.replace(os.path.join(stage, name), wd.file(name))
+    os.rmdir(stage)
+    return report
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the pipeline of `config` in `workdir`; returns the report (also written there)."""
+    """Runs the pipeline of `config` in `workdir`; returns the report (also written there).
+
+    Raises:
+      ValueError: a bad config field (named) or bad data (the array, file and
+        first offending example named), before any training.
+      workdir.WorkdirInUseError: another live run holds `workdir`; nothing
+        was changed.
+      OSError: a save failed (e.g. ENOSPC); the previous artefact is intact
+        and rerunning resumes.
+    """
     validate(config)
+    for message in config_lib.inapplicable_fields(config):
+        logging.warning("deadwood_tf: %s", message)
     strategy_name = config.get("strategy", "one_device")
     is_chief, task_index = worker_info(strategy_name)
     strategy = make_strategy(strategy_name)  # before any other TensorFlow work
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
     if not is_chief:  # Keras' multi-worker pattern: the others write to their own dir
         workdir = os.path.join(workdir, f"workertemp_{task_index}")
-    os.makedirs(workdir, exist_ok=True)
+    with Workdir(workdir, log=lambda m: print(m, flush=True)) as wd:
+        return _run(config, wd, strategy, scope, is_chief, task_index)
+
+
+def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
     keras.utils.set_random_seed(config.seed)
     timings = {}
     started = time.time()
 
     banner(f"Data: {config.data.name}")
+    value_range, range_of = checks.attack_range([make_attack(config.attack),
+                                                 *eval_attacks(config)])
     ds = data_lib.load_dataset(config.data.name, config.data.path, config.data.num_train,
-                               config.data.num_test, config.seed)
+                               config.data.num_test, config.seed, value_range=value_range,
+                               range_of=range_of)
     print(f"{ds.num_train} training and {len(ds.x_test)} test examples, inputs {ds.input_shape}, "
           f"{ds.num_classes} classes", flush=True)
 
     with scope():
-        teacher = _train_teacher(config, ds, workdir, timings)
+        teacher, teacher_trained = _train_teacher(config, ds, wd, timings)
+    if teacher_trained:
+        for name in _DEADWOOD_ARTEFACTS:
+            if os.path.exists(wd.file(name)):
+                wd.quarantine(name, "it was made from a previous teacher, which had to be redone",
+                              "the Deadwood phase is redone")
 
-    model_path = os.path.join(workdir, "model.keras")
-    multipliers_path = os.path.join(workdir, "multipliers.npz")
-    history_path = os.path.join(workdir, "history.csv")
-    p, d = config.prune, config.deadwood
-    if os.path.exists(model_path) and os.path.exists(multipliers_path):
-        banner(f"Deadwood: found {model_path} (phase done before), loading it")
-        stripped = keras.models.load_model(model_path)
-        with np.load(multipliers_path) as f:
-            multipliers = {k: f[k] for k in f.files}
-    else:
-        t0 = time.time()
-        schedule, unit = make_schedule(config)
-        with scope():
-            model = make_deadwood_model(config, teacher, ds.num_train)
-            model.compile(make_optimizer(config, d.learning_rate), metrics=["accuracy"])
-        n_eval = min(config.eval.per_epoch_examples, len(ds.x_test))
-        per_epoch_attack = attacks_lib.PGD(
-            config.eval.eps, steps=config.eval.per_epoch_pgd_steps,
-            step_size=2.5 * config.eval.eps / config.eval.per_epoch_pgd_steps,
-            norm=config.attack.norm, clip_min=config.attack.clip_min,
-            clip_max=config.attack.clip_max)
-        epochs = p.solve_epochs + p.finetune_epochs
-        how = ("one-shot after the solve phase" if schedule is None else
-               f"gradually (cubic, global) at the end of solve epochs 1-{p.solve_epochs}")
-        banner(f"Deadwood: {epochs} epochs, target sparsity {p.target_sparsity}, cut {how}")
-        callbacks = [
-            _PhaseBanner(p.solve_epochs),
-            DeadwoodCallback(p.target_sparsity, prune_epoch=p.solve_epochs, schedule=schedule,
-                             schedule_unit=unit, scope=p.scope, min_keep=p.min_keep,
-                             dual_step_size=d.dual_step_size, max_multiplier=d.max_multiplier,
-                             finetune_sparsity_weight=(d.finetune_sparsity_weight
-                                                       if d.finetune_sparsity_weight >= 0
-                                                       else None),
-                             pattern=p.get("pattern") or None),
-            _RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval], per_epoch_attack),
-            keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
-            _MultiplierHistogram(os.path.join(workdir, "tensorboard")),
-            keras.callbacks.CSVLogger(history_path, append=True),
-            keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
-            _StateLog(os.path.join(workdir, "checkpoints.jsonl")),
-        ]
-        model.fit(_shard_by_data(ds.train_pipeline(config.data.batch_size, config.seed + 2),
-                                 strategy), epochs=epochs,
-                  validation_data=(ds.x_test, ds.y_test), callbacks=callbacks,
-                  verbose=FIT_VERBOSE)
-        multipliers = {"fidelity": model.fidelity_multipliers.numpy(),
-                       "robustness": model.robustness_multipliers.numpy()}
-        stripped = prune.strip_pruning(model)
-        np.savez(multipliers_path + ".tmp.npz", **multipliers)
-        os.replace(multipliers_path + ".tmp.npz", multipliers_path)
-        _save_keras_atomically(stripped, model_path)  # last: marks the phase as done
-        timings["deadwood_s"] = time.time() - t0
+    stripped, multipliers = _deadwood(config, ds, teacher, wd, strategy, scope, timings)
 
     if not is_chief:  # evaluation, export and report are the chief's
         print(f"deadwood_tf: worker {task_index} done; the chief writes the report", flush=True)
-        return {"is_chief": False, "task_index": task_index, "workdir": workdir}
+        return {"is_chief": False, "task_index": task_index, "workdir": wd.path}
 
     banner("Evaluation: clean, FGSM and PGD accuracy (teacher and pruned model)")
     t0 = time.time()
@@ -452,7 +588,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     banner("Export: sparse TFLite, verified with LiteRT")
     t0 = time.time()
     export_info = export_lib.export_tflite(
-        stripped, os.path.join(workdir, "model.tflite"), sparse=config.export.sparse,
+        stripped, wd.file("model.tflite"), sparse=config.export.sparse,
         quantize=config.export.quantize or None, sample_inputs=ds.x_test[:256],
         sample_labels=ds.y_test[:256],
         representative_data=ds.x_train[:256] if config.export.quantize == "int8" else None)
@@ -464,9 +600,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timings["total_s"] = time.time() - started
 
     banner("Report")
-    report = report_lib.write_report(
-        workdir, config=config, dataset=ds, metrics=metrics, attacks=attacks,
+    report = _write_report(
+        wd, config=config, dataset=ds, metrics=metrics, attacks=attacks,
         sparsity=prune.sparsity_report(stripped), export=export_info,
-        history=_read_history(history_path), multipliers=multipliers, timings=timings)
+        history=_read_history(wd.file("history.csv")), multipliers=multipliers,
+        timings=timings)
     print(report_lib.summary(report), flush=True)
     return report

@@ -75,10 +75,9 @@ def state(model) -> dict:
     import deadwood_tf as dw
 
     out = {}
-    for w in dw.prune.pruning_wrappers(model):
-        for path, weight, mask in w.pruned_weights():
-            out[f"mask/{w.name}/{path}"] = np.asarray(mask.numpy())
-            out[f"weight/{w.name}/{path}"] = np.asarray(weight.numpy())
+    for i, (weight, mask) in enumerate(dw.pruned_weights(model)):
+        out[f"mask/{i}"] = np.asarray(mask.numpy())
+        out[f"weight/{i}"] = np.asarray(weight.numpy())
     for name in ("fidelity_multipliers", "robustness_multipliers", "fidelity_violations",
                  "robustness_violations", "violation_counts"):
         out[name] = np.asarray(getattr(model, name).numpy())
@@ -148,9 +147,8 @@ def mirrored(args):
                           for m in (one, two)]
     # The replicas' own copies must agree too (masks and buffers per device).
     per_replica = []
-    for var in [m for w in __import__("deadwood_tf").prune.pruning_wrappers(two)
-                for _, _, m in w.pruned_weights()] + [two.violation_counts,
-                                                     two.fidelity_multipliers]:
+    for var in [m for _, m in __import__("deadwood_tf").pruned_weights(two)] + [
+            two.violation_counts, two.fidelity_multipliers]:
         copies = [np.asarray(v.numpy()) for v in var.value.values]
         per_replica.append(all(np.array_equal(copies[0], c) for c in copies[1:])
                            and len(copies) == 2)

@@ -67,7 +67,20 @@ def test_softmax_models_get_their_exact_logits_back(digits):
     np.testing.assert_allclose(tf.nn.softmax(out).numpy(), separate(xt[:3]).numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("steps", [1, 2])
+def test_pgd_with_one_or_two_steps_runs_and_stays_in_the_ball(steps, teacher, digits):
+    # The default step 2.5 * eps / steps exceeds eps here: cleverhans refused it.
+    x, y = digits[2][:64], digits[3][:64]
+    pgd = dw.PGD(0.1, steps=steps)
+    assert pgd.step_size == pytest.approx(0.1)
+    x_adv = pgd(lambda t: teacher(t, training=False), tf.constant(x), tf.constant(y)).numpy()
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-5
+    assert np.mean(teacher(x_adv).numpy().argmax(1) == y) < np.mean(teacher(x).numpy().argmax(1) == y)
+    assert dw.PGD(0.1, steps=4).step_size == pytest.approx(0.0625)
+
+
 @pytest.mark.parametrize("make, match", [
+    (lambda: dw.PGD(0.1, steps=2, step_size=0.2), r"`step_size`.*<= eps=0.1.*step_size=0.2"),
     (lambda: dw.PGD(-0.1), "`eps`"),
     (lambda: dw.FGSM(float("nan")), "`eps`"),
     (lambda: dw.PGD(0.1, steps=0), "`steps`"),
@@ -109,3 +122,71 @@ def test_art_square_and_autoattack_evaluate_keras3_models(teacher, digits):
     assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     with pytest.raises(ValueError, match="max_queries"):
         dw.SquareAttack(0.1, max_queries=0)
+
+
+def token_and_feature_model():
+    tokens = keras.Input((5,), dtype="int32", name="tokens")
+    features = keras.Input((6,), name="features")
+    h = keras.layers.Concatenate()([
+        keras.layers.Flatten()(keras.layers.Embedding(20, 4)(tokens)),
+        keras.layers.Dense(8, activation="relu")(features)])
+    return keras.Model({"tokens": tokens, "features": features}, keras.layers.Dense(3)(h))
+
+
+def test_attacks_perturb_float_inputs_and_leave_token_ids_alone():
+    keras.utils.set_random_seed(0)
+    model = token_and_feature_model()
+    rng = np.random.default_rng(0)
+    x = {"tokens": tf.constant(rng.integers(0, 20, (32, 5)), tf.int32),
+         "features": tf.constant(rng.uniform(0, 1, (32, 6)), tf.float32)}
+    y = tf.constant(rng.integers(0, 3, 32))
+    ce = lambda inputs: float(tf.reduce_mean(  # noqa: E731
+        tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(inputs))))
+    for attack in (dw.PGD(0.1, steps=3), dw.FGSM(0.1), dw.PGD(0.1, steps=3, inputs=["features"])):
+        x_adv = attack(lambda t: model(t, training=False), x, y)
+        assert x_adv["tokens"].dtype == tf.int32
+        np.testing.assert_array_equal(x_adv["tokens"].numpy(), x["tokens"].numpy())
+        delta = x_adv["features"].numpy() - x["features"].numpy()
+        assert 0.05 < np.abs(delta).max() <= 0.1 + 1e-6
+        assert x_adv["features"].numpy().min() >= 0 and x_adv["features"].numpy().max() <= 1
+        assert ce(x_adv) > ce(x)
+
+
+def test_list_inputs_with_per_input_clip_ranges():
+    a, b = keras.Input((4,)), keras.Input((3,))
+    model = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    rng = np.random.default_rng(1)
+    x = (tf.constant(rng.uniform(0, 1, (16, 4)), tf.float32),
+         tf.constant(rng.uniform(-1, 1, (16, 3)), tf.float32))
+    pgd = dw.PGD(0.5, steps=4, clip_min={0: 0.0, 1: -1.0}, clip_max={0: 1.0, 1: 1.0})
+    x_adv = pgd(lambda t: model(t), x, tf.zeros([16], tf.int64))
+    assert isinstance(x_adv, tuple) and len(x_adv) == 2
+    assert x_adv[0].numpy().min() >= 0.0 and x_adv[1].numpy().min() >= -1.0
+    assert x_adv[1].numpy().min() < 0.0  # the second input's own range, not [0, 1]
+    for adv, clean in zip(x_adv, x):
+        assert np.abs(adv.numpy() - clean.numpy()).max() <= 0.5 + 1e-6
+    only_second = dw.FGSM(0.2, inputs=[1], clip_min=None, clip_max=None)(lambda t: model(t), x)
+    np.testing.assert_array_equal(only_second[0].numpy(), x[0].numpy())
+    assert np.abs(only_second[1].numpy() - x[1].numpy()).max() == pytest.approx(0.2)
+    back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pgd))
+    assert back.get_config() == pgd.get_config()
+
+
+def test_attacks_that_cannot_apply_are_refused_when_the_deadwood_model_is_built():
+    model = token_and_feature_model()
+    student = dw.prune_model(model)
+    with pytest.raises(ValueError, match=r"`inputs`.*\['tokens', 'features'\].*inputs=\['image'\]"):
+        dw.DeadwoodModel(student, model, attack=dw.PGD(0.1, inputs=["image"]))
+    with pytest.raises(ValueError, match=r"`inputs`: input 'tokens' has dtype int32"):
+        dw.DeadwoodModel(student, model, attack=dw.PGD(0.1, inputs=["tokens"]))
+    tokens = keras.Input((5,), dtype="int32")
+    text = keras.Model(tokens, keras.layers.Dense(3)(
+        keras.layers.Flatten()(keras.layers.Embedding(20, 4)(tokens))))
+    with pytest.raises(ValueError, match="perturbs floating-point inputs, but the model has none"):
+        dw.DeadwoodModel(dw.prune_model(text), text, attack=dw.FGSM(0.1))
+    dw.DeadwoodModel(dw.prune_model(text), text, attack=None)  # distillation only: fine
+    with pytest.raises(ValueError, match="`inputs`"):
+        dw.PGD(0.1, inputs=[])
+    x = {"tokens": np.zeros((8, 5), "int32"), "features": np.zeros((8, 6), "float32")}
+    result = dw.evaluate_robustness(model, x, np.zeros(8, "int64"), [dw.PGD(0.1, steps=2)])
+    assert set(result) == {"clean", "pgd2_linf_0.1"}

@@ -1,82 +1,103 @@
-"""The benchmark binary's library on a seconds-long profile (digits)."""
+"""The benchmark's rows, resume, worst case and tables on a seconds-long profile (digits)."""
 
-import csv
+import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
-from deadwood_tf import benchmark
-from deadwood_tf.config import benchmark_config
+from deadwood_tf.benchmarks import runner, tables, worst_case
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ("dense_at", "deadwood", "gradual_magnitude_at")
 
 
 def tiny():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location(
         "benchmark_tiny", os.path.join(ROOT, "configs", "benchmark_tiny.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    c = module.get_config()
+    c.methods = (",".join(METHODS),)
+    return c
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("bench"))
-    return workdir, benchmark.run_benchmark(tiny(), workdir)
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    results, work = str(root / "results"), str(root / "work")
+    return results, work, runner.run(tiny(), results, work)
 
 
-def test_every_method_runs_and_reaches_its_target_sparsity(results):
-    workdir, res = results
-    rows = res["rows"]
-    assert {(r["method"], r["target_sparsity"]) for r in rows} == (
-        {("dense", 0.0), ("dense_at", 0.0)}
-        | {(m, s) for m in benchmark.PRUNING_METHODS for s in (0.5, 0.9)})
-    for r in rows:
-        assert r["sparsity"] == pytest.approx(r["target_sparsity"], abs=2e-3), r
-        assert 0.0 <= r["pgd"] <= r["clean"] + 1e-9 <= 1.0 + 1e-9
-        assert r["square"] is not None and r["train_seconds"] > 0
-        assert r["tflite_bytes"] > 0
-        if r["target_sparsity"] >= 0.9:
-            assert r["tflite_bytes"] < r["tflite_dense_bytes"]
-    for name in ("results.json", "results.csv", "results.md", "robust_accuracy_vs_sparsity.png",
-                 "dense.keras", "dense_at.keras", "rows.jsonl"):
-        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
-    assert len(list(csv.DictReader(open(os.path.join(workdir, "results.csv"))))) == len(rows)
-    saved = json.load(open(os.path.join(workdir, "results.json")))
-    assert {"tensorflow", "keras"} <= set(saved["versions"]) and saved["machine"]["cpu_count"]
-    table = open(os.path.join(workdir, "results.md")).read()
-    assert table.count("| deadwood |") == 2 and "| tfmot_at |" in table
+def test_every_row_is_its_own_file_with_what_a_reader_needs(bench):
+    results, _, written = bench
+    names = sorted(os.path.basename(p) for p in written)
+    assert names == sorted(f"{m}_{0.0 if m == 'dense_at' else 0.8:g}_seed{s}.json"
+                           for m in METHODS for s in (0, 1))
+    for path in written:
+        row = json.load(open(path))
+        assert row["split"] == "test" and row["num_eval"] == 100 and row["num_train"] == 1238
+        assert {"tensorflow", "keras"} <= set(row["versions"]) and row["machine"]["cpu_count"]
+        assert row["config"]["data"]["validation"] == 200 and row["date"]
+        assert 0.0 <= row["pgd"] <= row["clean"] <= 1.0
+        expected = 0.0 if row["method"] == "dense_at" else 0.8
+        assert row["sparsity"] == pytest.approx(expected, abs=2e-3), row["method"]
+    # The seeds change the models: the two dense-AT rows differ.
+    a, b = (json.load(open(os.path.join(results, "digits_tiny", f"dense_at_0_seed{s}.json")))
+            for s in (0, 1))
+    assert (a["clean"], a["pgd"]) != (b["clean"], b["pgd"]) or a["fgsm"] != b["fgsm"]
 
 
-def test_a_rerun_reuses_finished_rows_and_models(results, monkeypatch):
-    workdir, res = results
+def test_a_rerun_skips_finished_rows_and_refuses_other_settings(bench, monkeypatch):
+    results, work, _ = bench
 
     def fail(*args, **kwargs):
-        raise AssertionError("retrained a finished method")
+        raise AssertionError("retrained a finished row")
 
-    monkeypatch.setattr(benchmark, "_prune", fail)
-    monkeypatch.setattr(benchmark.models_lib, "build_model", fail)
-    again = benchmark.run_benchmark(tiny(), workdir)
-    assert [r["pgd"] for r in again["rows"]] == [r["pgd"] for r in res["rows"]]
+    monkeypatch.setattr(runner, "_deadwood", fail)
+    monkeypatch.setattr(runner, "_dense_models", fail)
+    assert runner.run(tiny(), results, work) == []
+    changed = tiny()
+    changed.deadwood.sparsity_weight = 1.0
+    with pytest.raises(ValueError, match="other settings"):
+        runner.run(changed, results, work)
 
 
-def test_bad_benchmark_configs_are_refused(tmp_path):
+def test_the_validation_split_is_stratified_and_held_out():
     c = tiny()
-    c.methods = ("deadwood", "magic")
-    with pytest.raises(ValueError, match=r"`methods`.*magic"):
-        benchmark.run_benchmark(c, str(tmp_path))
-    c = benchmark_config()
-    c.data.path = str(tmp_path / "missing.npz")
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
-        benchmark.run_benchmark(c, str(tmp_path))
+    ds, (x_eval, y_eval) = runner.load_data(c)
+    assert len(x_eval) == 100  # the test split
+    c.split = "validation"
+    ds_val, (x_val, y_val) = runner.load_data(c)
+    assert len(x_val) == 200 and ds_val.num_train == 1238
+    train_counts = np.bincount(ds_val.y_train, minlength=10) / ds_val.num_train
+    assert np.abs(np.bincount(y_val, minlength=10) / 200 - train_counts).max() < 0.02
+    seen = {x.tobytes() for x in ds_val.x_train}
+    assert sum(x.tobytes() in seen for x in x_val) <= 2  # digits holds a few duplicate images
 
 
-def test_methods_accept_a_comma_separated_override():
+def test_worst_case_and_tables_come_from_the_rows(bench, tmp_path):
+    results, work, _ = bench
     c = tiny()
-    c.methods = ("deadwood,hydra",)
-    assert benchmark._methods(c) == ["deadwood", "hydra"]
-    c.methods = ()
-    assert benchmark._methods(c) == list(benchmark.METHODS)
+    written = worst_case.run(c, ["deadwood"], results, work)
+    assert len(written) == 1
+    row = json.load(open(written[0]))
+    acc = row["accuracy"]
+    assert acc["worst"] <= min(v for k, v in acc.items() if k != "worst") + 1e-9
+    assert row["num_examples"] == 20 and isinstance(row["masking"], bool)
+    docs = tmp_path / "bench.md"
+    docs.write_text("intro\n<!-- benchmark-tables:digits_tiny begin -->\nold\n"
+                    "<!-- benchmark-tables:digits_tiny end -->\nend\n")
+    assert tables.check_docs(str(docs), results, ["digits_tiny"]) == ["digits_tiny"]
+    tables.update_docs(str(docs), results, ["digits_tiny"])
+    text = docs.read_text()
+    assert tables.check_docs(str(docs), results, ["digits_tiny"]) == []
+    assert "| deadwood | 0,1 |" in text and "gradual_magnitude_at (peer) | 2 |" in text
+    assert "Worst case per example" in text and text.startswith("intro") and "end\n" in text
+    clean = [json.load(open(os.path.join(results, "digits_tiny", f"deadwood_0.8_seed{s}.json")))
+             ["clean"] for s in (0, 1)]
+    assert f"| deadwood | 0,1 | {100 * np.mean(clean):.2f} ± {100 * np.std(clean, ddof=1):.2f} |" \
+        in text
+    docs.write_text(text.replace("| deadwood | 0,1 |", "| deadwood | 0,1,2 |"))
+    assert tables.check_docs(str(docs), results, ["digits_tiny"]) == ["digits_tiny"]

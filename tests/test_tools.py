@@ -2,37 +2,11 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import keras
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--config=configs/digits_cnn.py",
-    "--config.data.num_train=640",
-    "--config.model.width=16",
-    "--config.teacher.epochs=10",
-    "--config.teacher.adversarial_epochs=1",
-    "--config.prune.solve_epochs=2",
-    "--config.prune.finetune_epochs=1",
-    "--config.eval.num_examples=100",
-    "--config.eval.per_epoch_examples=50",
-    "--config.eval.pgd_steps=5",
-]
-
-
-def run_tool(tool, *args, timeout=600, check=True):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, os.path.join("tools", tool), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-5000:]}")
-    return proc
+from tool_runner import TINY, run_tool
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +92,7 @@ def test_evaluate_and_export_binaries(finished_run, tmp_path):
     (["--config.optimizer=nope"], "optimizer"),
     (["--config.no_such_field=1"], "no_such_field"),
     (["--config.prune.solve_epochs=two"], "solve_epochs"),
+    (["--config.prune.scope=layers"], "prune.scope"),
 ])
 def test_bad_config_values_fail_fast_with_the_field_named(args, message, tmp_path):
     proc = run_tool("train.py", *TINY, f"--workdir={tmp_path}/w", *args, check=False)
@@ -131,53 +106,6 @@ def test_missing_flags_are_reported(tmp_path):
     assert proc.returncode != 0 and "workdir" in proc.stderr
     proc = run_tool("evaluate.py", f"--model={tmp_path}/nope.keras", check=False)
     assert proc.returncode != 0 and "no file" in proc.stderr
-
-
-def _entries(workdir):
-    path = os.path.join(workdir, "checkpoints.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def test_a_killed_run_resumes_with_its_masks_and_multipliers(tmp_path):
-    workdir = str(tmp_path / "killed")
-    args = [*TINY, f"--workdir={workdir}", "--config.prune.solve_epochs=3",
-            "--config.prune.finetune_epochs=3", "--config.eval.per_epoch_examples=200",
-            "--config.eval.per_epoch_pgd_steps=20"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "tools/train.py", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if any(e["event"] == "epoch_end" and e["epoch"] >= 2 for e in _entries(workdir)):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert not os.path.exists(os.path.join(workdir, "model.keras"))
-    killed = _entries(workdir)
-
-    stdout = run_tool("train.py", *args).stdout
-    assert "found" in stdout and "teacher.keras" in stdout  # the teacher phase is not redone
-    entries = _entries(workdir)
-    resume = next(e for e in entries[len(killed):] if e["event"] == "resume")
-    saved = [e for e in killed if e["event"] == "epoch_end" and e["epoch"] == resume["epoch"]]
-    assert saved, (resume, killed)
-    # The resumed fit starts from exactly the state saved at that epoch end.
-    for key in ("masks", "multipliers", "iterations", "sparsity"):
-        assert resume[key] == saved[-1][key], key
-    assert resume["sparsity"] > 0  # the gradual cut had begun before the kill
-    final = [e for e in entries if e["event"] == "epoch_end"][-1]
-    assert final["epoch"] == 6 and final["sparsity"] == pytest.approx(0.9, abs=1e-4)
-    report = json.load(open(os.path.join(workdir, "report.json")))
-    assert [int(h["epoch"]) for h in report["history"]] == list(range(6))
 
 
 def test_benchmark_tflite_writes_table_csv_and_plot(tmp_path):

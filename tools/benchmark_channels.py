@@ -37,7 +37,7 @@ import numpy as np
 from absl import app, flags
 
 import deadwood_tf as dw
-from deadwood_tf import baselines
+from deadwood_tf.benchmarks import baselines
 from deadwood_tf import channel_groups as cg
 from deadwood_tf import data as data_lib
 from deadwood_tf import models as models_lib

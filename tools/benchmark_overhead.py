@@ -1,9 +1,13 @@
-"""Training-step time: plain vs wrapped (masked) model, and adversarial training
-vs Deadwood with the same attack, on the benchmark's CNN (225k parameters).
+"""Training-step time of the masks: a plain model against the same model pruned
+(`prune_model`, cut to 90%: every masked weight carries a `MaskConstraint` that
+the optimizer applies after each step), and adversarial training against
+Deadwood with the same attack, on the benchmark's CNN (225k parameters).
 
-  python tools/benchmark_overhead.py --steps=60 --batch_size=128
+  python tools/benchmark_overhead.py --steps=40 --rounds=5 --batch_size=128
 
-Prints a Markdown table of milliseconds per step (median of the timed epochs).
+Plain and pruned models are timed in alternating epochs in one process, so
+load from other jobs falls on both alike; the overhead is the median over the
+rounds of (pruned / plain - 1). Prints a Markdown table of milliseconds per step.
 """
 
 import os
@@ -13,30 +17,12 @@ import time
 import numpy as np
 from absl import app, flags
 
-_STEPS = flags.DEFINE_integer("steps", 60, "Training steps per timed epoch.")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "Timed epochs (after one warm-up epoch).")
+_STEPS = flags.DEFINE_integer("steps", 40, "Training steps per timed epoch.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating timed epochs per model "
+                               "(after one warm-up epoch each).")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
-
-
-class _Timer:
-    def __init__(self):
-        import keras
-
-        class T(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.times = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.times.append(time.perf_counter() - self.t)
-
-        self.callback = T()
-
-    def ms_per_step(self, steps):
-        return 1000 * float(np.median(self.callback.times[1:])) / steps
+_ADVERSARIAL = flags.DEFINE_bool("adversarial", True,
+                                 "Also time PGD-5 adversarial training and Deadwood.")
 
 
 def main(argv):
@@ -52,49 +38,62 @@ def main(argv):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (n, 28, 28, 1)).astype("float32")
     y = rng.integers(0, 10, n)
-    epochs = _EPOCHS.value + 1
     attack = dw.PGD(0.2, steps=5, step_size=0.05)
-    rows = []
-
-    def timed(name, model, fit_kwargs):
-        timer = _Timer()
-        model.fit(x, y, batch_size=_BATCH.value, epochs=epochs, verbose=0,
-                  callbacks=[timer.callback, *fit_kwargs.pop("callbacks", [])], **fit_kwargs)
-        rows.append((name, timer.ms_per_step(_STEPS.value)))
-        print(f"{name}: {rows[-1][1]:.1f} ms/step", flush=True)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     keras.utils.set_random_seed(0)
     base = models.build_model("small_cnn", (28, 28, 1), 10, width=32)
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    plain = keras.models.clone_model(base)
-    plain.compile(keras.optimizers.Adam(1e-3), ce)
-    timed("plain model, natural training", plain, {})
+    def pruned():
+        model = dw.prune_model(base)
+        dw.apply_sparsity(model, 0.9)
+        return model
 
-    wrapped = dw.prune_model(base)
-    dw.apply_sparsity(wrapped, 0.9)
-    wrapped.compile(keras.optimizers.Adam(1e-3), ce)
-    timed("wrapped model (masks), natural training", wrapped, {})
+    def natural(model):
+        model.compile(keras.optimizers.Adam(1e-3), ce)
+        return model
 
-    at = AdversarialTraining(keras.models.clone_model(base), attack)
-    at.compile(keras.optimizers.Adam(1e-3))
-    timed("plain model, PGD-5 adversarial training", at, {})
+    def adversarial(model):
+        model = AdversarialTraining(model, attack)
+        model.compile(keras.optimizers.Adam(1e-3))
+        return model
 
-    at_wrapped = AdversarialTraining(dw.prune_model(base), attack)
-    at_wrapped.compile(keras.optimizers.Adam(1e-3))
-    timed("wrapped model, PGD-5 adversarial training", at_wrapped, {})
+    def deadwood():
+        model = dw.DeadwoodModel(pruned(), base, attack=attack)
+        model.compile(keras.optimizers.Adam(1e-3))
+        return model
 
-    deadwood = dw.DeadwoodModel(dw.prune_model(base), base, attack=attack)
-    deadwood.compile(keras.optimizers.Adam(1e-3))
-    timed("DeadwoodModel (PGD-5, teacher pass, multipliers)", deadwood,
-          {"callbacks": [dw.DeadwoodCallback(0.9, prune_epoch=1, verbose=0)]})
+    def epoch_ms(model):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=_BATCH.value, epochs=1, verbose=0)
+        return 1000 * (time.perf_counter() - start) / _STEPS.value
+
+    pairs = [("natural training", natural(keras.models.clone_model(base)), natural(pruned()))]
+    if _ADVERSARIAL.value:
+        pairs.append(("PGD-5 adversarial training", adversarial(keras.models.clone_model(base)),
+                      adversarial(pruned())))
+    rows = []
+    for name, plain, masked in pairs:
+        epoch_ms(plain), epoch_ms(masked)  # warm-up: tracing
+        times = [(epoch_ms(plain), epoch_ms(masked)) for _ in range(_ROUNDS.value)]
+        p, m = np.median([t[0] for t in times]), np.median([t[1] for t in times])
+        overhead = 100 * np.median([b / a - 1 for a, b in times])
+        rows += [(f"plain model, {name}", p, ""), (f"pruned model (masks), {name}", m,
+                                                   f"{overhead:+.1f}%")]
+        print(f"{name}: plain {p:.1f} ms, masks {m:.1f} ms, overhead {overhead:+.1f}% "
+              f"(per round: {[f'{100 * (b / a - 1):+.1f}%' for a, b in times]})", flush=True)
+    if _ADVERSARIAL.value:
+        model = deadwood()
+        epoch_ms(model)
+        rows.append(("DeadwoodModel (PGD-5, teacher pass, multipliers)",
+                     np.median([epoch_ms(model) for _ in range(_ROUNDS.value)]), ""))
 
     print(f"\n{platform.platform()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
-          f"batch {_BATCH.value}, "
-          f"{_STEPS.value} steps x {_EPOCHS.value} timed epochs (median)\n")
-    print("| training | ms / step |\n|---|---|")
-    for name, ms in rows:
-        print(f"| {name} | {ms:.1f} |")
+          f"batch {_BATCH.value}, {_STEPS.value} steps x {_ROUNDS.value} alternating rounds "
+          "(median)\n")
+    print("| training | ms / step | masks' overhead (median of paired rounds) |\n|---|---|---|")
+    for name, ms, overhead in rows:
+        print(f"| {name} | {ms:.1f} | {overhead} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""deadwood-benchmark: Deadwood against tfmot, global magnitude + AT and HYDRA.
+"""deadwood-benchmark: benchmark rows (method, sparsity, seed), one JSON file each.
 
-  deadwood-benchmark --config=configs/benchmark_quick.py --workdir=runs/benchmark_quick
-  deadwood-benchmark --config=configs/benchmark_full.py --workdir=runs/benchmark_full \
-      --config.data.path=PATH/mnist.npz
+  deadwood-benchmark --config=configs/benchmark_full.py \
+      --config.methods=deadwood,gradual_magnitude_at --config.sparsities=0.95
+  deadwood-benchmark --config=configs/benchmark_full.py --worst_case=deadwood \
+      --config.sparsities=0.95          # headline models, seed 0
+  python tools/benchmark_tables.py [--check]   # the docs' tables from the rows
+
+Finished rows are skipped, so a stopped run resumes where it stopped.
 """
 
 from absl import app, flags
@@ -10,16 +14,27 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A configs/benchmark_*.py file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for models, rows and results.")
-flags.mark_flags_as_required(["config", "workdir"])
+_RESULTS = flags.DEFINE_string("results_dir", "benchmarks/results",
+                               "Row files go to <results_dir>/<protocol>/.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/benchmark",
+                               "Cached dense models and every final model (not committed).")
+_VARIANT = flags.DEFINE_string("variant", "", "Name of a change of settings (validation sweep).")
+_WORST = flags.DEFINE_list("worst_case", [], "Methods whose seed-0 models get the worst-case "
+                           "attack check (instead of training rows).")
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from deadwood_tf import benchmark
+    if _WORST.value:
+        from deadwood_tf.benchmarks import worst_case
 
-    benchmark.run_benchmark(_CONFIG.value, _WORKDIR.value)
+        worst_case.run(_CONFIG.value, _WORST.value, _RESULTS.value, _WORKDIR.value)
+    else:
+        from deadwood_tf.benchmarks import runner
+
+        runner.run(_CONFIG.value, _RESULTS.value, _WORKDIR.value, _VARIANT.value)
 
 
 def run():

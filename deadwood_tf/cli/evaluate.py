@@ -42,7 +42,7 @@ flags.mark_flag_as_required("model")
 def _load_keras(path, flag):
     import keras
 
-    import deadwood_tf  # noqa: F401  registers the classes a wrapped model needs
+    import deadwood_tf  # noqa: F401  registers the classes a saved DeadwoodModel needs
 
     if not os.path.exists(path):
         raise app.UsageError(f"--{flag}: no file at {path!r}")

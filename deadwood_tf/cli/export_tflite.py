@@ -10,7 +10,7 @@ import os
 
 from absl import app, flags
 
-_MODEL = flags.DEFINE_string("model", None, "A .keras file (plain, wrapped or DeadwoodModel).")
+_MODEL = flags.DEFINE_string("model", None, "A .keras file (plain, pruned or DeadwoodModel).")
 _OUTPUT = flags.DEFINE_string("output", None, "The .tflite file to write.")
 _QUANTIZE = flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"],
                               "Post-training quantization (int8: full-integer, calibrated on "

@@ -7,13 +7,17 @@ model of the same architecture:
 - `tfmot_magnitude`: tfmot's `prune_low_magnitude` with `PolynomialDecay`,
   per layer, on a tf_keras copy of the architecture (what most TF users do),
   with natural or adversarial fine-tuning; the weights come back into Keras 3.
-- `global_magnitude_at`: one-shot global magnitude cut, then adversarial training.
+(The global magnitude controls, one-shot and gradual, are switches of the
+Deadwood mechanism: see `runner.METHODS`.)
+- `hydra`: a global variant of HYDRA (Sehwag et al., 2020), not the
+  published method: importance scores learnt under adversarial training with
+  the weights frozen (straight-through top-k over the whole network, scores
+  initialised to |w|, Adam), a cut by score, then adversarial fine-tuning;
+  on this project's masks. (Published: per-layer top-k, scaled-initialised
+  scores, SGD, its own budget split.)
 - `l1_filter_at`: L1-norm filter pruning (Li et al., 2017): whole channel
   groups ranked by their filters' L1 norms, one-shot cut to a fraction of the
   FLOPs, then adversarial training; the structured baseline.
-- `hydra`: HYDRA (Sehwag et al., 2020): importance scores learnt under
-  adversarial training with the weights frozen (straight-through top-k), a
-  cut by score, then adversarial fine-tuning; on this project's masks.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def _tfkeras_adversarial_class():
     return TfKerasAdversarial
 
 
-# ---------------------------------------------------------------- global magnitude + AT
+# ---------------------------------------------------------------- L1-norm filter pruning + AT
 
 
 def _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
@@ -110,15 +114,6 @@ def _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate
         trainer.fit(ds.train_pipeline(batch_size, seed, with_index=False), epochs=epochs,
                     verbose=verbose)
     return prune.strip_pruning(wrapped)
-
-
-def global_magnitude_at(dense, ds, sparsity, *, attack, epochs=6, batch_size=128,
-                        learning_rate=1e-3, seed=0, min_keep=0, verbose=2):
-    """One-shot global magnitude cut to `sparsity`, then `epochs` of adversarial training."""
-    wrapped = prune.prune_model(dense)
-    prune.apply_sparsity(wrapped, sparsity, min_keep=min_keep)
-    return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
-                                 verbose)
 
 
 def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
@@ -148,7 +143,8 @@ def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
 class _HydraScores(keras.Model):
     """Learns one importance score per prunable weight under adversarial training.
 
-    The forward pass uses the hard global top-k mask of the scores; gradients
+    The forward pass uses `W * m` with `m` the hard global top-k mask of the
+    scores (a `StatelessScope` mapping each weight to its masked value); gradients
     reach the scores straight through it (HYDRA's GetSubnet). Weights are frozen.
     """
 
@@ -182,17 +178,24 @@ class _HydraScores(keras.Model):
     def call(self, x, training=None):
         return self.wrapped(x, training=training)
 
+    def _masked_by(self, masks):
+        """A scope in which the model computes with `W * mask` for each entry."""
+        return keras.StatelessScope(state_mapping=[
+            (w, w.value * m) for (w, _), m in zip(self.entries, masks)])
+
     def train_step(self, data):
         x, y = data[0], tf.reshape(tf.cast(data[1], tf.int64), [-1])
         hard = self.hard_masks()
-        for (_, m), h in zip(self.entries, hard):
-            m.assign(h)
-        x_adv = self.attack(lambda t: self._logits(t, training=False), x, y)
+
+        def masked_logits(t):
+            with self._masked_by(hard):
+                return self._logits(t, training=False)
+
+        x_adv = self.attack(masked_logits, x, y)
         with tf.GradientTape() as tape:
             straight = [tf.stop_gradient(h - s.value) + s.value
                         for h, s in zip(hard, self.scores)]
-            with keras.StatelessScope(state_mapping=[
-                    (m, st) for (_, m), st in zip(self.entries, straight)]):
+            with self._masked_by(straight):
                 logits = self._logits(x_adv, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
         self.optimizer.apply_gradients(zip(tape.gradient(loss, self.scores), self.scores))

@@ -1,0 +1,372 @@
+"""Runs benchmark rows: one (method, sparsity, seed) at a time, one JSON file each.
+
+`run(config, results_dir, workdir)` trains and evaluates every (method,
+sparsity, seed) of `config` that has no row file yet, in the order
+seed -> sparsity -> method, and writes each finished row at once to
+`<results_dir>/<protocol>/<method>_<sparsity>_seed<seed>.json` (validation
+rows under `.../validation/`). A finished row is never rerun; a row file made
+under different settings is refused rather than mixed in.
+
+What a seed changes: the dense model's initialisation and its data order, the
+pruning phase's data order, and every random draw during training (PGD's
+random starts, HYDRA's scores). The validation split, the test split and the
+architecture are the same for every seed. Per seed, one dense model and one
+dense adversarially trained model are trained and shared by every method of
+that seed (cached in `workdir`).
+
+Every method after the dense models is a switch of the one Deadwood mechanism
+(`DeadwoodModel` + `DeadwoodCallback`), except the external peers (tfmot,
+HYDRA): see `METHODS`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deadwood_tf import attacks as attacks_lib
+from deadwood_tf import callbacks as callbacks_lib
+from deadwood_tf import data as data_lib
+from deadwood_tf import models as models_lib
+from deadwood_tf import prune, report
+from deadwood_tf.adversarial import AdversarialTraining
+from deadwood_tf.deadwood_model import DeadwoodModel
+
+SPLITS = ("test", "validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    label: str
+    kind: str  # dense | dense_at | deadwood | tfmot | tfmot_at | hydra
+    # Switches of the Deadwood mechanism: "section.field" -> value, plus
+    # "per_example" (one multiplier per example or per constraint) and
+    # "fidelity_multiplier" (the initial lam; 0 with no dual step: no distillation).
+    switches: tuple = ()
+    group: str = "deadwood"  # deadwood | ablation | peer | reference
+
+
+# Plain adversarial training is the Lagrangian with lam = 0, mu = 1 fixed, rho = 0
+# and the label target: data term = mean CE(y, S(x~)).
+_PLAIN_AT = (("deadwood.sparsity_weight", 0.0), ("deadwood.robust_target", "label"),
+             ("deadwood.label_weight", 0.0), ("deadwood.robustness_bound", 0.0),
+             ("deadwood.dual_step_size", 0.0), ("deadwood.initial_multiplier", 1.0),
+             ("fidelity_multiplier", 0.0), ("deadwood.finetune_sparsity_weight", 0.0))
+
+METHODS = {
+    "dense": Method("dense, natural training", "dense", group="reference"),
+    "dense_at": Method("dense, adversarially trained", "dense_at", group="reference"),
+    "deadwood": Method("Deadwood (defaults: gradual global cut)", "deadwood"),
+    "gradual_magnitude_at": Method(
+        "gradual global magnitude + AT (Deadwood's schedule, no Lagrangian)", "deadwood",
+        _PLAIN_AT, group="peer"),
+    "global_magnitude_at": Method(
+        "one-shot global magnitude + AT", "deadwood",
+        _PLAIN_AT + (("prune.schedule", "one_shot"), ("prune.solve_epochs", 0)), group="peer"),
+    "deadwood_one_shot": Method("Deadwood, one-shot cut after the solve phase", "deadwood",
+                                (("prune.schedule", "one_shot"),), group="ablation"),
+    "deadwood_frozen": Method("Deadwood, multipliers frozen (no dual step)", "deadwood",
+                              (("deadwood.dual_step_size", 0.0),), group="ablation"),
+    "deadwood_scalar": Method("Deadwood, one scalar multiplier per constraint", "deadwood",
+                              (("per_example", False),), group="ablation"),
+    "deadwood_no_l1": Method("Deadwood without the L1 term (rho 0)", "deadwood",
+                             (("deadwood.sparsity_weight", 0.0),), group="ablation"),
+    "tfmot_at": Method("tfmot per-layer magnitude + AT fine-tune", "tfmot_at", group="peer"),
+    "tfmot": Method("tfmot per-layer magnitude + natural fine-tune", "tfmot", group="peer"),
+    "hydra_global": Method("HYDRA, global variant (top-k over the network, |w| init, Adam)",
+                           "hydra", group="peer"),
+}
+PRUNING_METHODS = tuple(m for m, v in METHODS.items() if v.group != "reference")
+
+
+def _names(config):
+    # `--config.methods=a,b` arrives as one string: accept commas as separators.
+    names = [n.strip() for m in config.methods for n in str(m).split(",") if n.strip()]
+    names = names or list(METHODS)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Invalid value for `methods`: unknown {unknown}; expected names "
+                         f"from {tuple(METHODS)}. Received: {names}")
+    return names
+
+
+def _check(config):
+    names = _names(config)
+    if config.split not in SPLITS:
+        raise ValueError(f"Invalid value for `split`: expected one of {SPLITS}. "
+                         f"Received: {config.split!r}")
+    seeds = [int(s) for s in (config.seeds if not isinstance(config.seeds, (int, str))
+                              else str(config.seeds).split(","))]
+    sparsities = [float(s) for s in (config.sparsities if not isinstance(config.sparsities, str)
+                                     else config.sparsities.split(","))]
+    for s in sparsities:
+        if not 0.0 < s < 1.0:
+            raise ValueError("Invalid value for `sparsities`: expected floats in (0, 1). "
+                             f"Received: {sparsities}")
+    return names, sparsities, seeds
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_data(config):
+    """`(ds, (x_eval, y_eval))`: the training split with the validation set held
+    out (stratified, `data.split_seed`), and the split rows are evaluated on."""
+    from sklearn.model_selection import train_test_split
+
+    d = config.data
+    ds = data_lib.load_dataset(d.name, d.path, d.num_train, d.num_test, d.split_seed)
+    if d.validation:
+        x_tr, x_val, y_tr, y_val = train_test_split(
+            ds.x_train, ds.y_train, test_size=int(d.validation), stratify=ds.y_train,
+            random_state=int(d.split_seed))
+        ds = dataclasses.replace(ds, x_train=x_tr, y_train=y_tr)
+    elif config.split == "validation":
+        raise ValueError("Invalid value for `data.validation`: split='validation' needs a "
+                         "held-out set (data.validation > 0). Received: 0")
+    return ds, ((x_val, y_val) if config.split == "validation" else (ds.x_test, ds.y_test))
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+
+def _fingerprint(config) -> str:
+    """Hash of every setting that changes a row's numbers."""
+    c = config.to_dict()
+    for key in ("methods", "sparsities", "seeds", "verbose", "worst"):
+        c.pop(key, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def row_name(method, sparsity, seed, variant=""):
+    tag = f"{method}{'-' + variant if variant else ''}"
+    return f"{tag}_{sparsity:g}_seed{seed}"
+
+
+def rows_dir(config, results_dir):
+    out = os.path.join(results_dir, config.protocol)
+    return os.path.join(out, "validation") if config.split == "validation" else out
+
+
+def _write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, default=float)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _finished(path, fingerprint):
+    if not os.path.exists(path):
+        return False
+    row = json.load(open(path))
+    if row.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"Invalid benchmark state: {path} was made under other settings (fingerprint "
+            f"{row.get('fingerprint')}, now {fingerprint}). Rows of different settings must "
+            "not be mixed: use another `protocol` (or `variant`) name, or delete the file.")
+    return True
+
+
+def _save_model(model, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- training
+
+
+def _fit_verbose(config):
+    return config.verbose
+
+
+def _dense_models(config, ds, seed, workdir):
+    """The seed's dense and dense adversarially trained models (cached)."""
+    key = hashlib.sha256(json.dumps(
+        [config.data.to_dict(), config.model.to_dict(), config.attack.to_dict(),
+         config.dense.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:12]
+    folder = os.path.join(workdir, config.protocol, f"dense_seed{seed}_{key}")
+    paths = {k: os.path.join(folder, f"{k}.keras") for k in ("dense", "dense_at")}
+    meta = os.path.join(folder, "times.json")
+    if all(os.path.exists(p) for p in [*paths.values(), meta]):
+        return {k: keras.models.load_model(p) for k, p in paths.items()}, json.load(open(meta))
+    keras.utils.set_random_seed(100 * seed)
+    model = models_lib.build_model(config.model.name, ds.input_shape, ds.num_classes,
+                                   config.model.width, config.model.depth)
+    c = config.dense
+    print(f"== seed {seed}: dense model, {c.epochs} epochs natural + {c.adversarial_epochs} "
+          f"adversarial ({model.count_params():,} parameters)", flush=True)
+    t0 = time.time()
+    model.compile(keras.optimizers.Adam(c.learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(ds.train_pipeline(config.data.batch_size, 100 * seed, with_index=False),
+              epochs=c.epochs, verbose=_fit_verbose(config))
+    times = {"dense": time.time() - t0}
+    _save_model(model, paths["dense"])
+    t0 = time.time()
+    at = AdversarialTraining(model, attacks_lib.from_config(config.attack))
+    at.compile(keras.optimizers.Adam(c.learning_rate))
+    at.fit(ds.train_pipeline(config.data.batch_size, 100 * seed + 1, with_index=False),
+           epochs=c.adversarial_epochs, verbose=_fit_verbose(config))
+    times["dense_at"] = times["dense"] + time.time() - t0
+    _save_model(model, paths["dense_at"])
+    _write_json(meta, times)
+    return {"dense": keras.models.load_model(paths["dense"]), "dense_at": model}, times
+
+
+def with_switches(config, switches):
+    """A copy of `config` with a method's "section.field" switches applied."""
+    c = copy.deepcopy(config)
+    extra = {}
+    with c.unlocked():
+        for key, value in switches:
+            if "." in key:
+                section, field = key.split(".")
+                c[section][field] = value
+            else:
+                extra[key] = value
+    return c, extra
+
+
+def make_deadwood_model(config, switches, teacher, num_train):
+    """`(model, config, per_example)`: the DeadwoodModel of a method's switches."""
+    c, extra = with_switches(config, switches)
+    d = c.deadwood
+    per_example = extra.get("per_example", True)
+    model = DeadwoodModel(
+        prune.prune_model(teacher), teacher, attack=attacks_lib.from_config(c.attack),
+        fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
+        sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
+        temperature=d.temperature, robust_target=d.robust_target,
+        initial_multiplier=d.initial_multiplier,
+        num_examples=num_train if per_example else None)
+    if "fidelity_multiplier" in extra:
+        model.ensure_multipliers(num_train if per_example else 1)
+        model.fidelity_multipliers.assign(
+            tf.fill(model.fidelity_multipliers.shape, float(extra["fidelity_multiplier"])))
+    return model, c, per_example
+
+
+def _deadwood(config, switches, dense_at, ds, sparsity, seed):
+    model, c, per_example = make_deadwood_model(config, switches, dense_at, ds.num_train)
+    model.compile(keras.optimizers.Adam(c.deadwood.learning_rate))
+    epochs = c.prune.solve_epochs + c.prune.finetune_epochs
+    model.fit(ds.train_pipeline(c.data.batch_size, 100 * seed + 2, with_index=per_example),
+              epochs=epochs, verbose=_fit_verbose(c),
+              callbacks=[callbacks_lib.from_config(c, target_sparsity=sparsity)])
+    return prune.strip_pruning(model)
+
+
+def _peer(method, config, dense_at, ds, sparsity, seed):
+    from deadwood_tf.benchmarks import baselines
+
+    p, attack = config.prune, attacks_lib.from_config(config.attack)
+    common = dict(epochs=p.solve_epochs + p.finetune_epochs, batch_size=config.data.batch_size,
+                  learning_rate=config.deadwood.learning_rate, seed=100 * seed + 2,
+                  verbose=_fit_verbose(config))
+    kind = METHODS[method].kind
+    if kind in ("tfmot", "tfmot_at"):
+        return baselines.tfmot_magnitude(
+            dense_at, ds, sparsity, model_name=config.model.name, width=config.model.width,
+            depth=config.model.depth, pruning_epochs=config.tfmot.pruning_epochs,
+            frequency=config.tfmot.frequency, attack=attack if kind == "tfmot_at" else None,
+            **common)
+    if kind == "hydra":
+        return baselines.hydra(dense_at, ds, sparsity, attack=attack,
+                               score_epochs=config.hydra.score_epochs,
+                               score_learning_rate=config.hydra.score_learning_rate, **common)
+    raise ValueError(f"Invalid method kind {kind!r} for {method!r}")
+
+
+def eval_attacks(config):
+    """Clean is implicit; FGSM (optional) and PGD with a random start, at `eval.eps`."""
+    e, a = config.eval, config.attack
+    common = dict(norm=a.norm, clip_min=a.clip_min, clip_max=a.clip_max)
+    out = [attacks_lib.make_attack("fgsm", e.eps, **common)] if e.fgsm else []
+    out.append(attacks_lib.make_attack("pgd", e.eps, steps=e.pgd_steps,
+                                       step_size=e.pgd_step_size, random_start=True, **common))
+    return out
+
+
+def _evaluate(config, model, x, y):
+    attacks = eval_attacks(config)
+    acc = attacks_lib.evaluate_robustness(model, x, y, attacks)
+    rep = prune.sparsity_report(model)
+    return {"clean": acc["clean"], "pgd": acc[attacks[-1].name],
+            "fgsm": acc[attacks[0].name] if config.eval.fgsm else None,
+            "accuracy": acc, "sparsity": rep.sparsity,
+            "layer_sparsity": {w.name: w.sparsity for w in rep.weights}}
+
+
+def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
+    """Trains and evaluates every missing row of `config`; returns the rows' paths.
+
+    `variant` names a change of settings (a validation sweep): it goes into the
+    row's name, so rows of different settings never share a file.
+    """
+    names, sparsities, seeds = _check(config)
+    fingerprint = _fingerprint(config)
+    out_dir = rows_dir(config, results_dir)
+    ds, (x_eval, y_eval) = load_data(config)
+    print(f"== benchmark {config.protocol} ({config.split} split, {len(x_eval)} examples; "
+          f"{ds.num_train} training); methods {names}; sparsities {sparsities}; seeds {seeds}",
+          flush=True)
+    common = {"protocol": config.protocol, "split": config.split, "fingerprint": fingerprint,
+              "variant": variant, "num_train": ds.num_train, "num_eval": int(len(x_eval)),
+              "config": config.to_dict(), "versions": report._versions(),
+              "machine": {**report._machine(), "note": "2 CPU cores shared with other jobs"}}
+    written = []
+    for seed in seeds:
+        todo = []
+        for sparsity in sparsities:
+            for method in names:
+                pruning = METHODS[method].group != "reference"
+                s = sparsity if pruning else 0.0
+                path = os.path.join(out_dir, row_name(method, s, seed, variant) + ".json")
+                if (method, s) not in [(m, q) for m, q, _ in todo] and \
+                        not _finished(path, fingerprint):
+                    todo.append((method, s, path))
+        if not todo:
+            continue
+        dense, dense_times = _dense_models(config, ds, seed, workdir)
+        for method, sparsity, path in todo:
+            m = METHODS[method]
+            print(f"== {method} ({m.label}) -> sparsity {sparsity:g}, seed {seed}", flush=True)
+            t0 = time.time()
+            if m.group == "reference":
+                model, seconds = dense[method], dense_times[method]
+            else:
+                keras.utils.set_random_seed(100 * seed + 3)
+                if m.kind == "deadwood":
+                    model = _deadwood(config, m.switches, dense["dense_at"], ds, sparsity, seed)
+                else:
+                    model = _peer(method, config, dense["dense_at"], ds, sparsity, seed)
+                seconds = time.time() - t0
+            t1 = time.time()
+            row = {"method": method, "label": m.label, "group": m.group,
+                   "target_sparsity": sparsity, "seed": seed, "train_seconds": seconds,
+                   **_evaluate(config, model, x_eval, y_eval),
+                   "eval_seconds": time.time() - t1,
+                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                       timespec="seconds"), **common}
+            _save_model(model, os.path.join(workdir, config.protocol, "models",
+                                            f"{config.split}_{os.path.basename(path)[:-5]}.keras"))
+            _write_json(path, row)
+            written.append(path)
+            print(f"   {method} @ {sparsity:g} seed {seed}: clean {100 * row['clean']:.2f}  "
+                  f"PGD {100 * row['pgd']:.2f}  sparsity {row['sparsity']:.4f}  "
+                  f"{seconds:.0f} s train", flush=True)
+    return written

@@ -1,0 +1,249 @@
+"""The docs' benchmark tables, generated from the row files (and nothing else).
+
+`render(results_dir, protocol)` reads `<results_dir>/<protocol>/*.json` (and
+`worst/*.json`) and returns Markdown: per sparsity, mean +- std over seeds of
+every method; the paired difference of Deadwood to each peer and ablation with
+a 95% t-interval over seeds; the targets; the worst-case attacks.
+`update_docs(path, ...)` writes it between the markers
+`<!-- benchmark-tables:<protocol> begin -->` and `... end -->` of a Markdown
+file; `check_docs` reports whether the file already holds exactly that.
+
+Wording: a difference is "better" or "worse" only where its 95% interval
+excludes 0; otherwise it is a "tie" (and with one seed, "n/a": no interval).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+# Targets of issue 11 (test numbers, mean of 3 seeds): clean, PGD-20 (%).
+TARGETS = {"mnist_cnn": {0.9: (98.0, 85.0), 0.95: (97.5, 83.0), 0.99: (95.5, 72.0)}}
+HEADLINE = "deadwood"
+
+
+def load_rows(folder):
+    rows = []
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        with open(path) as f:
+            rows.append(json.load(f))
+    return rows
+
+
+def _groups(rows):
+    out = {}
+    for r in rows:
+        key = (r["method"] + (f"-{r['variant']}" if r.get("variant") else ""),
+               float(r["target_sparsity"]))
+        out.setdefault(key, {})[int(r["seed"])] = r
+    return out
+
+
+def interval(diffs):
+    """`(mean, half_width)` of the 95% t-interval of the mean; half_width None if n < 2."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return float(d.mean()), None
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean()), float(half)
+
+
+def verdict(mean, half):
+    if half is None:
+        return "n/a (1 seed)"
+    if mean - half > 0:
+        return "better"
+    if mean + half < 0:
+        return "worse"
+    return "tie"
+
+
+def _ms(values):
+    v = 100 * np.asarray(values, dtype=float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
+
+
+def _main_table(groups, sparsity, order):
+    lines = [f"**Sparsity {sparsity:g}** (test split; mean ± std over seeds; %)", "",
+             "| method | seeds | clean | FGSM | PGD-20 | measured sparsity | train s |",
+             "|---|---|---|---|---|---|---|"]
+    keys = sorted([k for k in groups if k[1] in (sparsity, 0.0)],
+                  key=lambda k: (order.get(k[0].split("-")[0], 99), k[0]))
+    for key in keys:
+        runs = [groups[key][s] for s in sorted(groups[key])]
+        fgsm = [r["fgsm"] for r in runs if r.get("fgsm") is not None]
+        lines.append(
+            f"| {key[0]} | {','.join(str(r['seed']) for r in runs)} | "
+            f"{_ms([r['clean'] for r in runs])} | {_ms(fgsm) if fgsm else ''} | "
+            f"{_ms([r['pgd'] for r in runs])} | "
+            f"{np.mean([r['sparsity'] for r in runs]):.4f} | "
+            f"{np.mean([r['train_seconds'] for r in runs]):.0f} |")
+    return lines
+
+
+def _paired(groups, sparsity, headline):
+    base = groups.get((headline, sparsity))
+    if not base:
+        return [], None
+    lines = [f"Paired differences, {headline} minus each method at sparsity {sparsity:g} "
+             "(same seeds; mean, 95% t-interval over seeds; percentage points):", "",
+             "| minus | seeds | Δ clean | Δ PGD-20 | clean | PGD-20 |", "|---|---|---|---|---|---|"]
+    best_peer, best_pgd = None, -1.0
+    for key in sorted(groups):
+        if key[1] != sparsity or key[0] == headline:
+            continue
+        other = groups[key]
+        seeds = sorted(set(base) & set(other))
+        if not seeds:
+            continue
+        group = other[seeds[0]].get("group")
+        pgd_mean = float(np.mean([other[s]["pgd"] for s in other]))
+        if group == "peer" and pgd_mean > best_pgd and len(other) >= len(base):
+            best_peer, best_pgd = key[0], pgd_mean
+        cells = []
+        for fig in ("clean", "pgd"):
+            m, h = interval([100 * (base[s][fig] - other[s][fig]) for s in seeds])
+            cells.append((m, h))
+        text = [f"{m:+.2f}" + (f" [{m - h:+.2f}, {m + h:+.2f}]" if h is not None else "")
+                for m, h in cells]
+        lines.append(f"| {key[0]} ({group}) | {len(seeds)} | {text[0]} | {text[1]} | "
+                     f"{verdict(*cells[0])} | {verdict(*cells[1])} |")
+    return lines, best_peer
+
+
+def _targets(groups, protocol, headline):
+    targets = TARGETS.get(protocol)
+    if not targets:
+        return []
+    lines = ["Targets (issue 11; test, mean over seeds; %):", "",
+             "| sparsity | target clean / PGD-20 | Deadwood clean / PGD-20 | seeds | met |",
+             "|---|---|---|---|---|"]
+    for s, (tc, tp) in sorted(targets.items()):
+        runs = groups.get((headline, s))
+        if not runs:
+            lines.append(f"| {s:g} | ≥ {tc} / ≥ {tp} | not run | 0 | – |")
+            continue
+        c = 100 * np.mean([r["clean"] for r in runs.values()])
+        p = 100 * np.mean([r["pgd"] for r in runs.values()])
+        met = ("both" if c >= tc and p >= tp else "clean only" if c >= tc
+               else "PGD only" if p >= tp else "neither")
+        lines.append(f"| {s:g} | ≥ {tc} / ≥ {tp} | {c:.2f} / {p:.2f} | {len(runs)} | {met} |")
+    return lines
+
+
+def _worst(folder):
+    rows = load_rows(os.path.join(folder, "worst"))
+    if not rows:
+        return []
+    lines = ["Worst case per example (seed 0, the first "
+             f"{rows[0]['num_examples']} test digits; %). Masking is flagged where Square "
+             "beats the gradient attacks' worst case by more than 1 point.", "",
+             "| method | sparsity | clean | PGD-20 ×restarts | APGD-CE | APGD-DLR | Square | "
+             "worst | Square-only | masking |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["target_sparsity"], r["method"])):
+        a = r["accuracy"]
+        restarts = sum(bool(re.fullmatch(r"pgd\d+_restart\d+", k)) for k in a)
+        lines.append(
+            f"| {r['method']} | {r['target_sparsity']:g} | {100 * a['clean']:.1f} | "
+            f"{100 * a['pgd_restarts']:.1f} (×{restarts}) | {100 * a['apgd_ce']:.1f} | "
+            f"{100 * a['apgd_dlr']:.1f} | {100 * a['square']:.1f} | {100 * a['worst']:.1f} | "
+            f"{r['square_only']} | {'**yes**' if r['masking'] else 'no'} |")
+    return lines
+
+
+def render(results_dir, protocol, headline=HEADLINE) -> str:
+    """Markdown for one protocol's rows (test split)."""
+    from deadwood_tf.benchmarks.runner import METHODS
+
+    folder = os.path.join(results_dir, protocol)
+    groups = _groups(load_rows(folder))
+    order = {m: i for i, m in enumerate(METHODS)}
+    out = [f"_Generated by `python tools/benchmark_tables.py` from "
+           f"`{os.path.join(results_dir, protocol)}/`; do not edit by hand._", ""]
+    for s in sorted({k[1] for k in groups if k[1] > 0}):
+        out += _main_table(groups, s, order) + [""]
+        paired, best = _paired(groups, s, headline)
+        if paired:
+            out += paired + [""]
+            if best:
+                out += [f"Best peer at {s:g} (highest mean PGD-20 with all seeds): `{best}`.", ""]
+    out += _targets(groups, protocol, headline) + [""]
+    worst = _worst(folder)
+    if worst:
+        out += worst + [""]
+    validation = load_rows(os.path.join(folder, "validation"))
+    if validation:
+        out += ["Validation sweep (validation split, seed 0; %):", "",
+                "| variant | sparsity | clean | PGD-20 |", "|---|---|---|---|"]
+        for r in sorted(validation, key=lambda r: (r["target_sparsity"], -r["pgd"])):
+            name = r["method"] + (f"-{r['variant']}" if r.get("variant") else "")
+            out.append(f"| {name} | {r['target_sparsity']:g} | {100 * r['clean']:.2f} | "
+                       f"{100 * r['pgd']:.2f} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def plot(results_dir, protocol, path, headline=HEADLINE):
+    """Mean PGD-20 and clean accuracy against sparsity, std over seeds as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(load_rows(os.path.join(results_dir, protocol)))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, fig_key, title in ((axes[0], "pgd", "PGD-20 accuracy"),
+                               (axes[1], "clean", "clean accuracy")):
+        for method in sorted({k[0] for k in groups if k[1] > 0}):
+            pts = sorted((k[1], [100 * r[fig_key] for r in groups[k].values()])
+                         for k in groups if k[0] == method)
+            ax.errorbar([p[0] for p in pts], [np.mean(p[1]) for p in pts],
+                        yerr=[np.std(p[1]) for p in pts], marker="o", capsize=3, label=method,
+                        lw=2.5 if method == headline else 1.0)
+        ref = groups.get(("dense_at", 0.0))
+        if ref:
+            ax.axhline(np.mean([100 * r[fig_key] for r in ref.values()]), color="k", ls="--",
+                       lw=1, label="dense_at")
+        ax.set_xlabel("sparsity")
+        ax.set_ylabel(f"{title} (%)")
+        ax.set_title(f"{protocol}: {title}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _markers(protocol):
+    return (f"<!-- benchmark-tables:{protocol} begin -->",
+            f"<!-- benchmark-tables:{protocol} end -->")
+
+
+def _replace(text, protocol, body):
+    begin, end = _markers(protocol)
+    if begin not in text or end not in text:
+        raise ValueError(f"Invalid docs file: the markers {begin!r} and {end!r} are missing.")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}{end}{tail}"
+
+
+def update_docs(path, results_dir, protocols):
+    text = open(path).read()
+    for p in protocols:
+        text = _replace(text, p, render(results_dir, p))
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def check_docs(path, results_dir, protocols) -> list:
+    """Protocols whose block in `path` differs from what the rows give (empty: all agree)."""
+    text = open(path).read()
+    return [p for p in protocols if _replace(text, p, render(results_dir, p)) != text]

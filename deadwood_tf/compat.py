@@ -1,0 +1,84 @@
+"""Every use of Keras' (and tf.distribute's) private API in deadwood_tf.
+
+Written for Keras 3.15 (TensorFlow backend) and TensorFlow 2.21. Each entry
+names what it relies on; tests/test_compat.py fails when a new release
+renames, removes or re-signs one of them, so that an upgrade breaks here, in
+one place, and not deep inside a training step.
+
+Readers (functions) and overrides (`TrainerOverrides`, a mixin placed before
+`keras.Model`) are the only places the rest of the package touches these names.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+KERAS_VERSION = "3.15"  # the version every entry below was written and tested for
+
+
+def compile_loss(model):
+    """`model._compile_loss` (Keras 3.15 `Trainer.compile`): the compiled loss
+    object, or None when `compile(loss=None)`."""
+    return model._compile_loss
+
+
+def loss_tracker(model):
+    """`model._loss_tracker` (Keras 3.15 `Trainer`): the `Mean` metric behind
+    the `loss` log, or None when the model is not compiled."""
+    return model._loss_tracker
+
+
+def distribute_strategy(model):
+    """`model._distribute_strategy` (Keras 3.15 `TensorFlowTrainer.__init__`):
+    the strategy whose scope the model was built under, or None."""
+    return getattr(model, "_distribute_strategy", None)
+
+
+def in_multi_worker_mode(strategy) -> bool:
+    """`strategy.extended._in_multi_worker_mode()` (TF 2.21
+    `CollectiveAllReduceExtended`): whether a MultiWorkerMirroredStrategy runs
+    with several workers (False for a single-worker one)."""
+    return strategy.extended._in_multi_worker_mode()
+
+
+def per_replica_component_spec(spec):
+    """The first replica's spec of a `PerReplicaSpec` (`spec._value_specs[0]`,
+    TF 2.21 `tensorflow.python.distribute.values`); any other spec unchanged."""
+    value_specs = getattr(spec, "_value_specs", None)
+    return value_specs[0] if value_specs else spec
+
+
+def producing_operation(keras_tensor):
+    """The operation (layer) that produced a symbolic `KerasTensor`
+    (`keras_tensor._keras_history.operation`, Keras 3.15)."""
+    return keras_tensor._keras_history.operation
+
+
+class TrainerOverrides:
+    """Overrides of two private `keras.Model` methods (Keras 3.15).
+
+    Use as `class M(TrainerOverrides, keras.Model)`.
+    """
+
+    def _lock_state(self):
+        # Keras 3.15 `Layer._lock_state` forbids new variables once the model is
+        # built; a DeadwoodModel creates its multipliers later, once `fit` knows
+        # the size of the training set.
+        pass
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 `TensorFlowTrainer._maybe_symbolic_build` builds from the first
+        # distributed batch after `strategy.reduce("MEAN", <whole nest>)`, which
+        # MultiWorkerMirroredStrategy rejects ("Attempt to convert a value
+        # (PerReplica...)"). The build only needs shapes and dtypes: take the first
+        # local replica's values (no communication).
+        strategy = distribute_strategy(self)
+        if strategy is not None and iterator is not None and data_batch is None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

@@ -1,0 +1,103 @@
+"""Fast checks of the benchmark's pieces: intervals, attack and callback factories,
+the plain-AT switch and the gradual default of DeadwoodCallback."""
+
+import keras
+import ml_collections
+import numpy as np
+import pytest
+
+import deadwood_tf as dw
+from deadwood_tf import attacks, callbacks
+from deadwood_tf.adversarial import AdversarialTraining
+from deadwood_tf.benchmarks import runner, tables
+from deadwood_tf.benchmarks.config import benchmark_config
+from deadwood_tf.config import default_config
+
+
+def test_interval_and_wording():
+    mean, half = tables.interval([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0) and half == pytest.approx(4.3027 / np.sqrt(3), rel=1e-3)
+    assert tables.verdict(mean, half) == "tie"
+    assert tables.verdict(*tables.interval([1.0, 1.1, 0.9])) == "better"
+    assert tables.verdict(*tables.interval([-1.0, -1.1, -0.9])) == "worse"
+    assert tables.verdict(*tables.interval([2.0])) == "n/a (1 seed)"
+
+
+def test_attacks_are_built_from_names_in_one_place():
+    pgd = attacks.from_config(default_config().attack)
+    assert isinstance(pgd, attacks.PGD) and (pgd.steps, pgd.step_size, pgd.eps) == (5, 0.05, 0.2)
+    assert isinstance(attacks.make_attack("fgsm", 0.1), attacks.FGSM)
+    apgd = attacks.make_attack("apgd", 0.3, loss="dlr", steps=7)
+    assert apgd.name == "apgd_dlr7_linf_0.3"
+    assert attacks.make_attack("square", 0.2, max_queries=50).max_queries == 50
+    with pytest.raises(ValueError, match="`name`.*'pgdd'"):
+        attacks.make_attack("pgdd", 0.1)
+    with pytest.raises(ValueError, match="stepz"):
+        attacks.make_attack("pgd", 0.1, stepz=3)
+    with pytest.raises(ValueError, match="`loss`"):
+        attacks.make_attack("apgd", 0.1, loss="hinge")
+
+
+def _teacher(digits):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(digits[0][:256], digits[1][:256], epochs=2, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images / 16.0).astype("float32")[..., None], d.target.astype("int64")
+
+
+def test_the_plain_at_switch_is_exactly_adversarial_training(digits):
+    """gradual_magnitude_at's switches turn the Lagrangian into mean CE(y, S(x~))."""
+    teacher = _teacher(digits)
+    x, y = digits[0][:64], digits[1][:64]
+    c = benchmark_config()
+    c.attack.name = "fgsm"  # deterministic: both sides see the same x~
+    model, _, _ = runner.make_deadwood_model(
+        c, runner.METHODS["gradual_magnitude_at"].switches, teacher, 64)
+    model.compile(keras.optimizers.SGD(0.5))
+    model.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0)
+    reference = keras.models.clone_model(teacher)
+    reference.set_weights(teacher.get_weights())
+    at = AdversarialTraining(reference, attacks.FGSM(0.2))
+    at.compile(keras.optimizers.SGD(0.5))
+    at.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(dw.strip_pruning(model).get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not np.allclose(reference.get_weights()[0], teacher.get_weights()[0])
+
+
+def test_deadwood_callback_cuts_gradually_by_default(digits):
+    teacher = _teacher(digits)
+    x, y = digits[0][:128], digits[1][:128]
+    model = dw.DeadwoodModel(dw.prune_model(teacher), teacher, attack=dw.FGSM(0.1))
+    model.compile(keras.optimizers.Adam(1e-3))
+    history = model.fit(x, y, epochs=4, batch_size=64, verbose=0,
+                        callbacks=[dw.DeadwoodCallback(0.9, prune_epoch=3, verbose=0)])
+    expected = [0.9 * (1 - (1 - e / 3) ** 3) for e in (1, 2)] + [0.9, 0.9]
+    np.testing.assert_allclose(history.history["sparsity"], expected, atol=1e-3)
+    with pytest.raises(ValueError, match="`schedule`.*'linear'"):
+        dw.DeadwoodCallback(0.9, schedule="linear")
+
+
+def test_the_callback_factory_reads_the_pipeline_config():
+    c = default_config()
+    c.prune.schedule = "one_shot"
+    c.prune.solve_epochs = 2
+    c.deadwood.finetune_sparsity_weight = -1.0
+    cb = callbacks.from_config(c, target_sparsity=0.8, verbose=0)
+    assert (cb.target_sparsity, cb.schedule, cb.prune_epoch) == (0.8, "one_shot", 2)
+    assert cb.finetune_sparsity_weight is None and cb.verbose == 0
+    assert callbacks.from_config(default_config()).schedule == "gradual"
+    bad = ml_collections.ConfigDict(c.to_dict())
+    bad.prune.schedule = "sudden"
+    with pytest.raises(ValueError, match="`schedule`"):
+        callbacks.from_config(bad)

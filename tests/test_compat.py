@@ -1,0 +1,82 @@
+"""Each private Keras / tf.distribute member deadwood_tf.compat relies on still
+exists with the shape it was written for (Keras 3.15, TF 2.21). A failure here
+means an upgrade changed one: fix that entry of compat.py, nothing else."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.distribute import collective_all_reduce_strategy
+from tensorflow.python.distribute import values as distribute_values
+
+from deadwood_tf import compat
+
+
+@pytest.fixture
+def compiled():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    model.compile("adam", "mse")
+    return model
+
+
+def test_keras_is_the_version_compat_was_written_for():
+    assert keras.__version__.startswith(compat.KERAS_VERSION + "."), (
+        f"compat.py targets Keras {compat.KERAS_VERSION}; check every entry for "
+        f"Keras {keras.__version__} and update KERAS_VERSION")
+
+
+def test_compile_loss_and_loss_tracker(compiled):
+    assert type(compat.compile_loss(compiled)).__name__ == "CompileLoss"
+    assert isinstance(compat.loss_tracker(compiled), keras.metrics.Mean)
+    uncompiled = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    uncompiled.compile("adam")  # loss=None
+    assert compat.compile_loss(uncompiled) is None
+
+
+def test_distribute_strategy_is_the_scope_the_model_was_made_under():
+    assert compat.distribute_strategy(keras.Sequential([keras.layers.Dense(1)])) is None
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = keras.Sequential([keras.layers.Dense(1)])
+    assert compat.distribute_strategy(model) is strategy
+
+
+def test_in_multi_worker_mode():
+    method = collective_all_reduce_strategy.CollectiveAllReduceExtended._in_multi_worker_mode
+    assert list(inspect.signature(method).parameters) == ["self"]
+
+
+def test_per_replica_component_spec():
+    spec = tf.TensorSpec([None, 3], tf.float32)
+    per_replica = distribute_values.PerReplicaSpec(spec, tf.TensorSpec([None, 3], tf.float32))
+    assert per_replica._value_specs[0] is spec
+    assert compat.per_replica_component_spec(per_replica) is spec
+    assert compat.per_replica_component_spec(spec) is spec
+
+
+def test_producing_operation():
+    inputs = keras.Input((3,))
+    dense = keras.layers.Dense(2)
+    assert compat.producing_operation(dense(inputs)) is dense
+
+
+def test_overridden_private_methods_keep_their_signatures():
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    assert "_maybe_symbolic_build" in TensorFlowTrainer.__dict__
+    assert list(inspect.signature(TensorFlowTrainer._maybe_symbolic_build).parameters) == [
+        "self", "iterator", "data_batch"]
+    assert list(inspect.signature(keras.layers.Layer._lock_state).parameters) == ["self"]
+    # Keras calls _lock_state when a model is built: without the override a
+    # later variable would be refused ("You cannot add new elements of state").
+
+    class Late(compat.TrainerOverrides, keras.Model):
+        def call(self, x):
+            return x
+
+    model = Late()
+    model.build((None, 1))
+    model._lock_state()
+    model.late = keras.Variable(np.zeros(2))  # allowed: the state was not locked
