@@ -65,6 +65,11 @@ class DeadwoodCallback(keras.callbacks.Callback):
       pattern: structure of every cut (see `pruning_impl.keep_masks`): None,
         a block `(bh, bw)` or "BHxBW" such as "1x4", or "N:M" such as "2:4".
         Masks stay fixed between cuts, so the pattern holds through training.
+        "channel": structured Deadwood: each cut removes whole channel groups
+        (`channel_groups.cut_channels`) and `target_sparsity` is the fraction
+        of MACs removed; pair it with `DeadwoodModel(pattern="channel")`, whose
+        sparsity term is then the group lasso, and shrink the result with
+        `shrink.shrink_model`.
 
     Writes into `logs` at each epoch end: `sparsity`, and the mean and max of
     both multipliers (`fidelity_multiplier_mean`, ..._max,
@@ -166,8 +171,11 @@ class DeadwoodCallback(keras.callbacks.Callback):
         reached = prune.apply_sparsity(self.model, sparsity, scope=self.scope,
                                        min_keep=self.min_keep, pattern=self.pattern)
         if self.verbose:
-            print(f"deadwood_tf: {when} cut to sparsity {sparsity:.4f} (measured {reached:.4f})",
+            measured = "MACs removed" if self.pattern == "channel" else "measured"
+            print(f"deadwood_tf: {when} cut to sparsity {sparsity:.4f} ({measured} {reached:.4f})",
                   flush=True)
+        if self.pattern == "channel":
+            self._flops_removed = reached
         # A schedule computes its last sparsity in float32: compare with a tolerance.
         if self.finetune_sparsity_weight is not None and sparsity >= self.target_sparsity - 1e-6:
             self.model.sparsity_weight_variable.assign(float(self.finetune_sparsity_weight))
@@ -188,7 +196,11 @@ class DeadwoodCallback(keras.callbacks.Callback):
     # ------------------------------------------------------------ hooks
 
     def on_train_begin(self, logs=None):
-        self._deadwood()
+        model = self._deadwood()
+        if self.pattern == "channel" and getattr(model, "pattern", None) != "channel":
+            logging.warning("deadwood_tf: DeadwoodCallback(pattern='channel') on a DeadwoodModel "
+                            "whose sparsity term is the unstructured L1; pass "
+                            "DeadwoodModel(pattern='channel') for the group lasso.")
         if self._named() and self._one_shot_epoch() == 0:
             # Idempotent: masked weights score lowest, so a resumed run re-cuts the same mask.
             self._cut(self.target_sparsity, "one-shot (before training)")
@@ -222,6 +234,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
                 self._cut(sparsity, f"scheduled (after epoch {completed})")
         if logs is not None:
             logs["sparsity"] = prune.sparsity_report(model).sparsity
+            if self.pattern == "channel":
+                logs["flops_removed"] = getattr(self, "_flops_removed", 0.0)
             if model.num_examples is not None:
                 for name, var in (("fidelity", model.fidelity_multipliers),
                                   ("robustness", model.robustness_multipliers)):

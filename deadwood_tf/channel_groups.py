@@ -541,11 +541,13 @@ def _apply(model, groups: ChannelGroups, cut: np.ndarray):
 
 
 def cut_channels(model, target: float, unit: str = "flops", normalize: str = "size",
-                 groups: ChannelGroups | None = None, energies=None) -> dict:
+                 groups: ChannelGroups | None = None, energies=None,
+                 min_channels: int = 1) -> dict:
     """Cuts whole channel groups of a wrapped model, in place, lowest scores first.
 
     Groups already cut stay cut (a channel once cut stays cut); the cut then
-    grows until `target` is reached. Every producer keeps at least one channel.
+    grows until `target` is reached. Every producer keeps at least
+    `min_channels` output channels.
 
     Args:
       model: a model from `prune_model` (or a DeadwoodModel); its masks are
@@ -558,6 +560,9 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "si
       groups: `channel_groups(model)`, if already computed.
       energies: per-group scores to use instead of the squared norms (e.g. the
         L1 filter norms of a baseline); `normalize` still applies.
+      min_channels: the layer-collapse guard (an int >= 1). A 1-channel layer
+        is legal but LiteRT's XNNPack refused to prepare an int8 ResNet whose
+        first stage was cut to 1 channel (docs/benchmarks.md).
 
     Returns:
       dict with `groups_cut`, `groups`, `macs`, `dense_macs`, `flops_removed`.
@@ -575,7 +580,12 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "si
         energies, np.array([g.size for g in groups.groups]),
         np.array([g.macs for g in groups.groups]), normalize)
     already = zero_groups(model, groups)
-    cut = channel_impl.groups_to_cut(scores, already, target, groups.tables, unit)
+    if isinstance(min_channels, bool) or not isinstance(min_channels, (int, np.integer)) \
+            or min_channels < 1:
+        raise ValueError("Invalid value for argument `min_channels`: expected an int >= 1. "
+                         f"Received: min_channels={min_channels!r}")
+    cut = channel_impl.groups_to_cut(scores, already, target, groups.tables, unit,
+                                     min_channels=int(min_channels))
     _apply(model, groups, cut)
     dense = groups.total_macs
     macs = groups.macs(~cut)

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from deadwood_tf import channel_groups as _channel_groups
 from deadwood_tf import checks
 from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import compat
@@ -32,6 +33,7 @@ _INDEX = "__deadwood_index__"
 _REQUIRED = object()
 ROBUST_TARGETS = ("label", "teacher")
 BATCH_NORM_MODES = ("joint", "separate")
+SPARSITY_PATTERNS = (None, "channel")
 # Metrics that only the training step produces (not shown by evaluate()).
 TRAINING_METRICS = ("fidelity_violation", "robustness_violation", "l1", "adv_accuracy")
 
@@ -142,6 +144,11 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         statistics). On a batch-norm model separate passes scored higher, clean
         and under PGD (docs/benchmarks.md); without batch norm both compute
         the same.
+      pattern: None (default): `Omega` is the normalised L1 of the masked
+        weights. "channel": `Omega` is the group lasso over the student's
+        channel groups (`channel_groups.group_lasso`), for structured Deadwood
+        with `DeadwoodCallback(pattern="channel")`; the student must be a
+        functional or Sequential model whose graph `channel_groups` analyses.
 
     Inputs may be a dict, list or tuple of tensors (a model with several
     inputs); the attack perturbs the floating-point ones (see `Attack`). An
@@ -165,7 +172,8 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
     def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.0,
                  robustness_bound=0.0, sparsity_weight=50.0, label_weight=0.0,
                  temperature=1.0, robust_target="label", initial_multiplier=1.0,
-                 num_examples=None, from_logits=None, batch_norm="separate", **kwargs):
+                 num_examples=None, from_logits=None, batch_norm="separate", pattern=None,
+                 **kwargs):
         prune.check_keras_model(student, "student")
         prune.check_keras_model(teacher, "teacher")
         if attack is _REQUIRED:
@@ -201,6 +209,13 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                 f"Invalid value for argument `robust_target`: expected one of {ROBUST_TARGETS}. "
                 f"Received: robust_target={robust_target!r}"
             )
+        if pattern not in SPARSITY_PATTERNS:
+            raise ValueError(
+                f"Invalid value for argument `pattern`: expected one of {SPARSITY_PATTERNS}. "
+                f"Received: pattern={pattern!r}")
+        # Channel groups come from the student's graph: a graph they cannot be
+        # computed on is refused here, naming the layer, before training.
+        channel_groups = _channel_groups.channel_groups(student) if pattern == "channel" else None
         if num_examples is not None and (
             isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer))
             or num_examples < 1
@@ -223,6 +238,9 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         self.attack = attack
         self.robust_target = robust_target
         self.batch_norm = batch_norm
+        self.pattern = pattern
+        self._group_lasso = (None if channel_groups is None
+                             else _channel_groups.group_lasso(student, channel_groups))
         for k, v in hyper.items():
             setattr(self, k, v)
         self.from_logits = from_logits
@@ -529,8 +547,11 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             per_example += self.label_weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
                 y, logits)
         per_example *= tf.cast(valid, tf.float32)  # out-of-range examples: left out
-        l1 = lagrangian.normalized_l1(
-            [(w.value, m.value) for w, m in self._pruned_weights()], self.num_prunable)
+        if self._group_lasso is not None:  # pattern="channel": Omega over channel groups
+            l1 = tf.cast(self._group_lasso(), tf.float32)
+        else:
+            l1 = lagrangian.normalized_l1(
+                [(w.value, m.value) for w, m in self._pruned_weights()], self.num_prunable)
         shared = self.sparsity_weight_variable.value * l1
         if self.student.losses:
             shared += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
@@ -630,6 +651,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             "temperature": self.temperature,
             "robust_target": self.robust_target,
             "batch_norm": self.batch_norm,
+            "pattern": self.pattern,
             "initial_multiplier": self.initial_multiplier,
             "num_examples": self.num_examples,
             "from_logits": self.from_logits,

@@ -238,11 +238,19 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
     a block such as `(1, 4)` or "4x4", or "2:4": the same magnitude rule over
     block norms or N:M groups).
 
+    `pattern="channel"`: whole channel groups are cut instead
+    (`channel_groups.cut_channels`, global, groups ranked by their mean squared
+    weight), and `sparsity` is the fraction of the MACs of the convolution and
+    dense layers to remove; `min_keep` (an int) is then the fewest output
+    channels a layer keeps (at least 1). `shrink.shrink_model` then removes them.
+
     Returns:
-      The global sparsity after the cut.
+      The global sparsity after the cut; with `pattern="channel"`, the fraction
+      of MACs removed.
     """
     sparsity = pruning_impl.check_sparsity(sparsity, "sparsity")
-    pruning_impl.check_pattern(pattern)
+    if pruning_impl.check_pattern(pattern) == ("channel",):
+        return _cut_channel_groups(model, sparsity, scope, min_keep)
     entries = pruned_weights(model)
     if not entries:
         raise ValueError(
@@ -260,6 +268,20 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
         # `& m`: a lower cut (or `min_keep`, or a pattern) must never revive a weight.
         masks.apply_mask(weight, k & m)
     return sparsity_report(model).sparsity
+
+
+def _cut_channel_groups(model, sparsity, scope, min_keep) -> float:
+    from deadwood_tf import channel_groups  # it reads masks through this module
+
+    if scope != "global":
+        raise ValueError("Invalid value for argument `scope`: pattern='channel' cuts "
+                         f"globally. Received: scope={scope!r}")
+    if isinstance(min_keep, bool) or not isinstance(min_keep, (int, np.integer)) or min_keep < 0:
+        raise ValueError("Invalid value for argument `min_keep`: with pattern='channel', the "
+                         "fewest output channels per layer (an int >= 0; 0 means 1). "
+                         f"Received: min_keep={min_keep!r}")
+    info = channel_groups.cut_channels(model, sparsity, min_channels=max(1, int(min_keep)))
+    return info["flops_removed"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,16 +56,20 @@ def check_pattern(pattern, name: str = "pattern"):
 
     Accepted: None or "" (unstructured); a block `(bh, bw)` of positive ints,
     or the string "BHxBW" (e.g. "1x4"); an N:M string "N:M" with 0 < N < M
-    (e.g. "2:4"). Returns None, `("block", bh, bw)` or `("nm", n, m)`.
+    (e.g. "2:4"); "channel" (whole channel groups, `channel_groups`). Returns
+    None, `("block", bh, bw)`, `("nm", n, m)` or `("channel",)`.
     """
     def bad():
         return ValueError(
             f"Invalid value for argument `{name}`: expected None, a block (bh, bw) of "
-            f"positive ints or 'BHxBW' (e.g. '1x4'), or 'N:M' with 0 < N < M (e.g. '2:4'). "
+            f"positive ints or 'BHxBW' (e.g. '1x4'), 'N:M' with 0 < N < M (e.g. '2:4'), or "
+            "'channel'. "
             f"Received: {name}={pattern!r}")
 
     if pattern is None or pattern == "":
         return None
+    if pattern == "channel":
+        return ("channel",)
     if isinstance(pattern, str):
         m = re.fullmatch(r"\s*(\d+)\s*([x:])\s*(\d+)\s*", pattern)
         if not m:
@@ -174,6 +178,11 @@ def keep_masks(
     """
     sparsity = check_sparsity(sparsity, "sparsity")
     pattern = check_pattern(pattern)
+    if pattern == ("channel",):
+        raise ValueError(
+            "Invalid value for argument `pattern`: 'channel' cuts whole channel groups "
+            "found in the model's graph; use prune.apply_sparsity or "
+            "channel_groups.cut_channels. Received: pattern='channel'")
     if scope not in SCOPES:
         raise ValueError(
             f"Invalid value for argument `scope`: expected one of {SCOPES}. "

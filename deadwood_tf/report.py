@@ -108,8 +108,11 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
 
 
 def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export, history,
-                 multipliers, timings, num_hardest: int = 16) -> dict:
-    """Writes report.json, report.md and the plots; returns the report dict."""
+                 multipliers, timings, num_hardest: int = 16, channels=None) -> dict:
+    """Writes report.json, report.md and the plots; returns the report dict.
+
+    `channels`: for `prune.pattern="channel"`, the MACs and parameters of the
+    dense and the shrunk model (`dense_macs`, `macs`, `dense_params`, `params`)."""
     order = np.argsort(-multipliers["robustness"], kind="stable")[:num_hardest]
     hardest = [{"index": int(i), "label": int(dataset.y_train[i]),
                 "robustness": float(multipliers["robustness"][i]),
@@ -132,6 +135,8 @@ def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export
         "history": history,
         "timings": timings,
     }
+    if channels is not None:
+        report["channels"] = channels
     report["plots"] = _plots(workdir, report, dataset, multipliers)
     tmp = os.path.join(workdir, "report.json.tmp")
     with open(tmp, "w") as f:
@@ -184,6 +189,13 @@ def markdown(report) -> str:
             f"{100 * e['test_accuracy']:.1f}%; runs on LiteRT's default interpreter: "
             f"{e['runs_on_default_interpreter']}.", "",
             "## Multipliers", ""]
+    ch = report.get("channels")
+    if ch:
+        out[-2:-2] = ["## Channels removed", "",
+                      f"MACs {ch['dense_macs']:,} -> {ch['macs']:,} "
+                      f"({1 - ch['macs'] / ch['dense_macs']:.1%} removed); parameters "
+                      f"{ch['dense_params']:,} -> {ch['params']:,}. The model above is the "
+                      "shrunk one (fewer filters, verified against the masked model).", ""]
     for k, v in report["multipliers"].items():
         out.append(f"- {k}: mean {v['mean']:.3f}, min {v['min']:.3f}, max {v['max']:.3f}")
     out += ["", "## Timings (s)", ""]

@@ -265,3 +265,38 @@ def test_filter_l1_norms_read_the_producers_filters():
     kernel = cg.inner_layer(pruned.get_layer("b")).kernel.numpy()
     g = _group_with(groups, "b", 2)
     assert norms[g.index] == pytest.approx(np.abs(kernel[..., 2]).sum(), rel=1e-6)
+
+
+def test_apply_sparsity_channel_pattern_cuts_flops_and_keep_masks_refuses_it():
+    pruned = dw.prune_model(branches())
+    removed = dw.apply_sparsity(pruned, 0.5, pattern="channel")
+    assert removed >= 0.5
+    assert cg.zero_groups(pruned, cg.channel_groups(pruned)).any()
+    with pytest.raises(ValueError, match="`scope`"):
+        dw.apply_sparsity(pruned, 0.6, scope="layer", pattern="channel")
+    from deadwood_tf import pruning_impl
+
+    with pytest.raises(ValueError, match="channel"):
+        pruning_impl.keep_masks([np.ones((3, 3))], 0.5, pattern="channel")
+
+
+def test_structured_deadwood_trains_cuts_groups_and_shrinks(digits):
+    x, y, _, _ = digits
+    inp = keras.Input((8, 8, 1))
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    h = L.BatchNormalization(name="bn")(h)
+    h = L.Dense(16, activation="relu", name="fc")(L.Flatten()(L.MaxPooling2D()(h)))
+    teacher = keras.Model(inp, L.Dense(10, name="logits")(h))
+    student = dw.prune_model(teacher)
+    model = dw.DeadwoodModel(student, teacher, attack=dw.FGSM(0.05), pattern="channel",
+                             sparsity_weight=1.0)
+    model.compile(keras.optimizers.Adam(1e-3))
+    history = model.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0, callbacks=[
+        dw.DeadwoodCallback(0.5, prune_epoch=1, pattern="channel", verbose=0)])
+    assert history.history["flops_removed"][-1] >= 0.5
+    groups = cg.channel_groups(student)
+    assert model.get_config()["pattern"] == "channel"
+    small = shrink_model(model, sample_inputs=x[:16])
+    assert cg.channel_groups(small).total_macs <= 0.5 * groups.total_macs
+    with pytest.raises(ValueError, match="`pattern`"):
+        dw.DeadwoodModel(student, teacher, attack=None, pattern="block")

@@ -85,9 +85,9 @@ def _fit(trainer, ds, epochs, callbacks=()):
                     epochs=epochs, verbose=2, callbacks=list(callbacks))
 
 
-def _deadwood(student, teacher, attack, ds, rho):
+def _deadwood(student, teacher, attack, ds, rho, pattern=None):
     model = dw.DeadwoodModel(student, teacher, attack=attack, sparsity_weight=rho,
-                             num_examples=ds.num_train)
+                             num_examples=ds.num_train, pattern=pattern)
     model.compile(keras.optimizers.Adam(_LR.value))
     return model
 
@@ -95,17 +95,12 @@ def _deadwood(student, teacher, attack, ds, rho):
 def structured(dense, ds, target, attack, normalize=None):
     student = dw.prune_model(dense)
     groups = cg.channel_groups(student)
-    lasso = cg.group_lasso(student, groups)
-    # The group lasso enters the Lagrangian as the student's regularization
-    # loss (DeadwoodModel adds `student.losses`); the L1 term is off.
-    anchor = dw.prune.pruned_weights(student)[0][0]
-    anchor.regularizer = lambda _: _RHO.value * lasso()
-    model = _deadwood(student, dense, attack, ds, 0.0)
+    # Omega = the group lasso over the channel groups (pattern="channel").
+    model = _deadwood(student, dense, attack, ds, _RHO.value, pattern="channel")
     _fit(model, ds, _SOLVE.value, [DualStep()])
     info = cg.cut_channels(student, target, normalize=normalize or _NORMALIZE.value,
                            groups=groups)
-    anchor.regularizer = None
-    model = _deadwood(student, dense, attack, ds, 0.0)  # retrace without the lasso
+    model.sparsity_weight_variable.assign(0.0)  # fine-tune: rho = 0, multipliers kept
     _fit(model, ds, _FINETUNE.value, [DualStep()])
     return student, info
 

@@ -26,6 +26,7 @@ _CALIBRATION = flags.DEFINE_integer("calibration", 64, "int8 calibration example
 _TARGETS = flags.DEFINE_list("targets", ["0.25", "0.5", "0.75"], "FLOPs fractions removed.")
 _CRITERIA = flags.DEFINE_list("criteria", ["size", "macs", "l1_filter"], "Group scores.")
 _ROUND = flags.DEFINE_list("round_to", ["1", "8"], "Rounding of kept channels.")
+_ONLY = flags.DEFINE_list("only", [], "Tags to make (default: all not yet made).")
 _OUTPUT = flags.DEFINE_string("output_dir", "runs/channel_files", "Where files go.")
 
 
@@ -43,13 +44,19 @@ def main(argv):
                    params=model.count_params(), **info)
         for quantize, suffix in ((None, "fp32"), ("int8", "int8")):
             extra = {"representative_data": x[:_CALIBRATION.value]} if quantize else {}
-            r = dw.export_tflite(model, os.path.join(_OUTPUT.value, f"{tag}_{suffix}.tflite"),
-                                 sparse=False, quantize=quantize, sample_inputs=x[:32], **extra)
-            row[f"bytes_{suffix}"] = r["bytes"]
+            try:
+                r = dw.export_tflite(model, os.path.join(_OUTPUT.value, f"{tag}_{suffix}.tflite"),
+                                     sparse=False, quantize=quantize, sample_inputs=x[:32],
+                                     **extra)
+                row[f"bytes_{suffix}"] = r["bytes"]
+            except RuntimeError as e:  # recorded: a file LiteRT cannot run
+                row[f"error_{suffix}"] = str(e)
+                model.save(os.path.join(_OUTPUT.value, f"{tag}_failed.keras"))
         rows.append(row)
         print(row, flush=True)
 
-    export(dense, "dense")
+    if not os.path.exists(os.path.join(_OUTPUT.value, "dense_int8.tflite")):
+        export(dense, "dense")
     for target in [float(t) for t in _TARGETS.value]:
         for criterion in _CRITERIA.value:
             pruned = dw.prune_model(dense)
@@ -60,9 +67,13 @@ def main(argv):
             else:
                 info = cg.cut_channels(pruned, target, normalize=criterion, groups=groups)
             for round_to in [int(r) for r in _ROUND.value]:
+                tag = f"{criterion}_{int(target * 100)}_r{round_to}"
+                if _ONLY.value and tag not in _ONLY.value or os.path.exists(
+                        os.path.join(_OUTPUT.value, f"{tag}_int8.tflite")):
+                    continue
                 small = shrink_model(pruned, sample_inputs=x[:16], round_to=round_to)
                 widths = [l.filters for l in small.layers if hasattr(l, "filters")]
-                export(small, f"{criterion}_{int(target * 100)}_r{round_to}", target=target,
+                export(small, tag, target=target,
                        criterion=criterion, round_to=round_to, widths=widths,
                        flops_removed=info["flops_removed"])
     with open(os.path.join(_OUTPUT.value, "files.json"), "w") as f:

@@ -23,10 +23,12 @@ import time
 import numpy as np
 
 
-def _interpreter(path, threads):
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(path, threads, builtin=False):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=path, num_threads=threads)
+    kwargs = {"experimental_op_resolver_type":
+              OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if builtin else {}
+    it = Interpreter(model_path=path, num_threads=threads, **kwargs)
     inp = it.get_input_details()[0]
     it.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
     it.allocate_tensors()
@@ -35,11 +37,12 @@ def _interpreter(path, threads):
     return it
 
 
-def time_files(paths, threads=(1, 2), rounds=30, invokes=20, warmup=20) -> dict:
-    """`{threads: {basename: median microseconds per invoke}}`, interleaved."""
+def time_files(paths, threads=(1, 2), rounds=30, invokes=20, warmup=20, builtin=False) -> dict:
+    """`{threads: {basename: median microseconds per invoke}}`, interleaved.
+    `builtin`: LiteRT's built-in kernels only (XNNPack off), for diagnosis."""
     out = {}
     for t in threads:
-        its = {os.path.basename(p): _interpreter(p, t) for p in paths}
+        its = {os.path.basename(p): _interpreter(p, t, builtin) for p in paths}
         for it in its.values():
             for _ in range(warmup):
                 it.invoke()
@@ -63,6 +66,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--invokes", type=int, default=20)
     parser.add_argument("--out", default="")
+    parser.add_argument("--builtin", action="store_true", help="XNNPack off (diagnosis)")
     args = parser.parse_args()
     paths = sorted(glob.glob(os.path.join(args.dir, "*.tflite")))
     result = {"machine": f"{platform.machine()} {platform.processor()} "
@@ -70,7 +74,7 @@ def main():
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "rounds": args.rounds, "invokes": args.invokes,
               "latency_us": time_files(paths, [int(t) for t in args.threads.split(",")],
-                                       args.rounds, args.invokes)}
+                                       args.rounds, args.invokes, builtin=args.builtin)}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
