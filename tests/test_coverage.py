@@ -14,11 +14,11 @@ NO_DEADWOOD = ("kernels", "masked_stay_zero", "strip_save_load")
     ("functional with ops between layers", ALL),
     # TFLite: export_tflite reads `model.inputs`, which a subclassed model lacks.
     ("subclassed", TO_SAVE),
-    # Token inputs: Deadwood runs with attack=None (coverage.py's TODO); one output
-    # but three inputs, which export_tflite refuses.
+    # Token inputs only: Deadwood runs with attack=None (nothing to perturb); one
+    # output but three inputs, which export_tflite refuses.
     ("KerasHub BertBackbone + head", TO_SAVE),
-    # Deadwood: an attack over two inputs is issue 10's item 3 (another change).
-    ("two inputs (shared encoder)", NO_DEADWOOD),
+    # PGD perturbs both image inputs; export_tflite refuses several inputs.
+    ("two inputs (shared encoder)", TO_SAVE),
     ("two outputs", NO_DEADWOOD),
 ])
 def test_pipeline_steps_on_models_nobody_here_wrote(name, must_pass):
