@@ -58,8 +58,8 @@ Columns, in pipeline order:
   `depthwise_kernel` or `pointwise_kernel` (each counted once).
 - **Deadwood fit**: `DeadwoodModel(prune_model(m), m, attack=PGD(0.03, steps=2))`, one
   epoch with `DeadwoodCallback(0.9, prune_epoch=0)`; ok when exactly `round(0.9 * P)`
-  weights are zero. Token models run with `attack=None` until the attacks skip integer
-  inputs.
+  weights are zero. PGD perturbs the float inputs only; models whose inputs are all
+  token ids run with `attack=None` (nothing to perturb).
 - **masked weights still zero after training**: every masked weight is exactly zero
   after the fit (AdamW). Where the Deadwood fit failed, after a plain Keras fit of the
   pruned model cut to 90% instead (the cell says so).
