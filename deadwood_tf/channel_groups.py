@@ -45,12 +45,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import keras
 import numpy as np
 
-from deadwood_tf import channel_impl
+from deadwood_tf import channel_impl, compat
 
 L = keras.layers
 
@@ -230,7 +229,7 @@ class _Walker:
                 "Invalid value for argument `model`: a tensor of its graph has no "
                 "Keras history; pass a functional or Sequential Keras model.")
         op, node_index, tensor_index = history
-        node = op._inbound_nodes[node_index]
+        node = compat.inbound_node(op, node_index)
         if id(op) in self.seen_ops and self.seen_ops[id(op)] is not node:
             _refuse(op, "the layer is called more than once (shared weights)")
         self.seen_ops[id(op)] = node

@@ -11,7 +11,6 @@ Readers (functions) and overrides (`TrainerOverrides`, a mixin placed before
 
 from __future__ import annotations
 
-import tensorflow as tf
 
 KERAS_VERSION = "3.15"  # the version every entry below was written and tested for
 
@@ -48,6 +47,19 @@ def per_replica_component_spec(spec):
     return value_specs[0] if value_specs else spec
 
 
+def tracked_sublayers(layer) -> list:
+    """The sub-layers tracked directly under `layer`, in creation order
+    (`layer._layers`, Keras 3.15 `Layer`; what `Layer._flatten_layers` walks).
+    Keras has no public walk below `Model.layers`."""
+    return list(getattr(layer, "_layers", ()))
+
+
+def inbound_node(operation, node_index: int):
+    """The `node_index`-th call of `operation` in a functional graph
+    (`operation._inbound_nodes[node_index]`, Keras 3.15 `Operation`)."""
+    return operation._inbound_nodes[node_index]
+
+
 def producing_operation(keras_tensor):
     """The operation (layer) that produced a symbolic `KerasTensor`
     (`keras_tensor._keras_history.operation`, Keras 3.15)."""
@@ -74,6 +86,8 @@ class TrainerOverrides:
         # local replica's values (no communication).
         strategy = distribute_strategy(self)
         if strategy is not None and iterator is not None and data_batch is None:
+            import tensorflow as tf  # here only: the mask code imports compat, TF-free
+
             for _, _, it in iterator:
                 data_batch = tf.nest.map_structure(
                     lambda v: (strategy.experimental_local_results(v)[0]

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import keras
 
+from deadwood_tf import compat
+
 _REGISTRY: dict[type, tuple[str, ...]] = {
     keras.layers.Dense: ("kernel",),
     keras.layers.EinsumDense: ("kernel",),
@@ -97,7 +99,7 @@ def sublayers(layer: keras.layers.Layer):
     seen = set()
 
     def walk(parent):
-        for child in getattr(parent, "_layers", ()):
+        for child in compat.tracked_sublayers(parent):
             if id(child) in seen:
                 continue
             seen.add(id(child))

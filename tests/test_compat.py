@@ -80,3 +80,15 @@ def test_overridden_private_methods_keep_their_signatures():
     model.build((None, 1))
     model._lock_state()
     model.late = keras.Variable(np.zeros(2))  # allowed: the state was not locked
+
+
+def test_tracked_sublayers_and_inbound_node():
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a")], name="inner")
+    x = keras.Input((3,))
+    model = keras.Model(x, keras.layers.Dense(2, name="b")(inner(x)))
+    names = [l.name for l in compat.tracked_sublayers(model)]
+    assert "inner" in names and "b" in names
+    assert [l.name for l in compat.tracked_sublayers(inner)][-1] == "a"
+    dense = model.get_layer("b")
+    node = compat.inbound_node(dense, 0)
+    assert node.operation is dense and len(node.input_tensors) == 1
