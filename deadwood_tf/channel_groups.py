@@ -152,12 +152,6 @@ class ChannelGroups:
         raise KeyError(name)
 
 
-def inner_layer(layer):
-    """The layer that holds the weights (a PruningWrapper's inner layer, if any)."""
-    # By name, so this module does not depend on how masks are attached.
-    return layer.layer if type(layer).__name__ == "PruningWrapper" else layer
-
-
 def _refuse(layer, reason: str):
     raise ValueError(
         f"Invalid value for argument `model`: cannot compute channel groups through "
@@ -246,7 +240,7 @@ class _Walker:
         return all(self.uf.fixed[self.uf.find(int(a))] for a in np.concatenate(atoms_list))
 
     def visit(self, op, node, ins):
-        layer = inner_layer(op)
+        layer = op
         outs = node.output_tensors
         if isinstance(layer, keras.Model):
             _refuse(layer, "nested models are not supported; build the model flat")
@@ -357,8 +351,8 @@ def channel_groups(model) -> ChannelGroups:
 
     Args:
       model: a built functional/Sequential Keras 3 model with one or more inputs
-        and outputs, plain or wrapped for pruning (PruningWrapper layers are
-        looked through). Not modified.
+        and outputs, plain or pruned (the masks live on its variables). Not
+        modified.
 
     Returns:
       `ChannelGroups`: `groups`, a tuple of `ChannelGroup` (index, slices, macs,
@@ -407,7 +401,7 @@ def channel_groups(model) -> ChannelGroups:
                    for name, kind, ia, oa, f in walker.layer_maps)
     shapes = {}
     for l in model.layers:
-        inner = inner_layer(l)
+        inner = l
         for w in ("kernel",):
             if getattr(inner, w, None) is not None and hasattr(inner.kernel, "shape"):
                 shapes[inner.name] = tuple(int(d) for d in inner.kernel.shape)
@@ -439,7 +433,7 @@ def _layers_by_name(model) -> dict:
     student = getattr(model, "student", None)
     if isinstance(student, keras.Model) and hasattr(model, "teacher"):
         model = student
-    return {inner_layer(l).name: inner_layer(l) for l in model.layers}
+    return {l.name: l for l in model.layers}
 
 
 def _masks_by_weight(model) -> dict:
