@@ -33,7 +33,6 @@ import platform
 import time
 
 import keras
-import numpy as np
 from absl import app, flags
 
 import deadwood_tf as dw

@@ -30,7 +30,6 @@ import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from deadwood_tf import attacks as attacks_lib
