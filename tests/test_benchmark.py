@@ -62,6 +62,23 @@ def test_a_rerun_skips_finished_rows_and_refuses_other_settings(bench, monkeypat
     changed.deadwood.sparsity_weight = 1.0
     with pytest.raises(ValueError, match="other settings"):
         runner.run(changed, results, work)
+    # A change of Deadwood's defaults leaves the rows of the plain-AT control and
+    # of the dense models valid: their switches fix every Lagrangian setting.
+    changed.methods = ("dense_at,gradual_magnitude_at",)
+    assert runner.run(changed, results, work) == []
+
+
+def test_fingerprints_follow_what_each_method_reads():
+    c = tiny()
+    before = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    c.deadwood.robust_target = "teacher"
+    after = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    changed = sorted(m for m in before if before[m] != after[m])
+    assert changed == sorted(m for m, v in runner.METHODS.items() if v.kind == "deadwood"
+                             and ("deadwood.robust_target", "label") not in v.switches)
+    c.deadwood.learning_rate = 3e-4  # every pruning method trains with it
+    lr = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    assert {m for m in lr if lr[m] != after[m]} == set(runner.PRUNING_METHODS)
 
 
 def test_the_validation_split_is_stratified_and_held_out():

@@ -138,11 +138,31 @@ def load_data(config):
 # ---------------------------------------------------------------- bookkeeping
 
 
-def _fingerprint(config) -> str:
-    """Hash of every setting that changes a row's numbers."""
+def _fingerprint(config, method=None) -> str:
+    """Hash of every setting that changes a row's numbers.
+
+    With `method`, only the settings that method reads, after its switches:
+    the dense models read data, model, attack and dense; a switch of the
+    Deadwood mechanism reads its effective `deadwood` and `prune` sections; the
+    external peers read `prune`'s epochs, their own section and the learning
+    rate. So a change of Deadwood's defaults leaves the peers' rows valid (and
+    the plain-AT controls', whose switches fix every Lagrangian setting).
+    """
     c = config.to_dict()
     for key in ("methods", "sparsities", "seeds", "verbose", "worst"):
         c.pop(key, None)
+    if method is not None:
+        m = METHODS[method]
+        keep = {k: c[k] for k in ("protocol", "split", "data", "model", "attack", "dense", "eval")
+                if k in c}
+        if m.kind == "deadwood":
+            eff, extra = with_switches(config, m.switches)
+            keep.update(deadwood=eff.deadwood.to_dict(), prune=eff.prune.to_dict(),
+                        switches=sorted(extra.items()))
+        elif m.group != "reference":
+            keep.update(prune=c["prune"], learning_rate=c["deadwood"]["learning_rate"],
+                        **{k: c[k] for k in (m.kind.split("_")[0],) if k in c})
+        c = keep
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -319,13 +339,12 @@ def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
     row's name, so rows of different settings never share a file.
     """
     names, sparsities, seeds = _check(config)
-    fingerprint = _fingerprint(config)
     out_dir = rows_dir(config, results_dir)
     ds, (x_eval, y_eval) = load_data(config)
     print(f"== benchmark {config.protocol} ({config.split} split, {len(x_eval)} examples; "
           f"{ds.num_train} training); methods {names}; sparsities {sparsities}; seeds {seeds}",
           flush=True)
-    common = {"protocol": config.protocol, "split": config.split, "fingerprint": fingerprint,
+    common = {"protocol": config.protocol, "split": config.split,
               "variant": variant, "num_train": ds.num_train, "num_eval": int(len(x_eval)),
               "config": config.to_dict(), "versions": report._versions(),
               "machine": {**report._machine(), "note": "2 CPU cores shared with other jobs"}}
@@ -338,7 +357,7 @@ def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
                 s = sparsity if pruning else 0.0
                 path = os.path.join(out_dir, row_name(method, s, seed, variant) + ".json")
                 if (method, s) not in [(m, q) for m, q, _ in todo] and \
-                        not _finished(path, fingerprint):
+                        not _finished(path, _fingerprint(config, method)):
                     todo.append((method, s, path))
         if not todo:
             continue
@@ -361,6 +380,7 @@ def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
                    "target_sparsity": sparsity, "seed": seed, "train_seconds": seconds,
                    **_evaluate(config, model, x_eval, y_eval),
                    "eval_seconds": time.time() - t1,
+                   "fingerprint": _fingerprint(config, method),
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                        timespec="seconds"), **common}
             _save_model(model, os.path.join(workdir, config.protocol, "models",

@@ -87,7 +87,6 @@ def run(config, methods, results_dir, workdir, seed=0) -> list:
     ds, _ = runner.load_data(config)
     n = int(config.worst.examples)
     x, y = ds.x_test[:n], ds.y_test[:n]
-    fingerprint = runner._fingerprint(config)
     written = []
     for sparsity in sparsities:
         for method in methods:
@@ -106,7 +105,7 @@ def run(config, methods, results_dir, workdir, seed=0) -> list:
             print(f"== worst case: {name} on {n} test examples", flush=True)
             model = keras.models.load_model(model_path)
             row = {"method": method, "target_sparsity": s, "seed": seed,
-                   "fingerprint": fingerprint, "protocol": config.protocol,
+                   "fingerprint": runner._fingerprint(config, method), "protocol": config.protocol,
                    **evaluate(config, model, x, y),
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                        timespec="seconds"),

@@ -1,0 +1,22 @@
+#!/bin/bash
+# The validation sweep that chose Deadwood's defaults and the peers' settings
+# (seed 0, 95% and 99%, the 1,000 held-out training digits; the test split is not read).
+# Rows go to benchmarks/results/mnist_cnn/validation/<method>-<variant>_<sparsity>_seed0.json;
+# `python tools/benchmark_tables.py` prints the sweep's table. Resumable.
+#   nohup tools/benchmark_validation.sh [WORKDIR] > runs/benchmark_validation.log 2>&1 &
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD
+W=${1:-runs/benchmark}
+for S in 0.95 0.99; do
+  B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W \
+     --config.split=validation --config.seeds=0 --config.sparsities=$S"
+  # Deadwood's candidates (the current defaults first), then the peers' learning rates.
+  $B --config.methods=deadwood,gradual_magnitude_at,global_magnitude_at
+  $B --config.methods=deadwood --variant=teacher --config.deadwood.robust_target=teacher
+  $B --config.methods=deadwood --variant=dual1 --config.deadwood.dual_step_size=1.0
+  $B --config.methods=deadwood --variant=rho10 --config.deadwood.sparsity_weight=10
+  $B --config.methods=deadwood --variant=rho200 --config.deadwood.sparsity_weight=200
+  $B --config.methods=deadwood --variant=gamma1 --config.deadwood.label_weight=1.0
+  $B --config.methods=gradual_magnitude_at,global_magnitude_at --variant=lr3e-4 \
+     --config.deadwood.learning_rate=3e-4
+done
