@@ -51,7 +51,7 @@ class Method:
     # "per_example" (one multiplier per example or per constraint) and
     # "fidelity_multiplier" (the initial lam; 0 with no dual step: no distillation).
     switches: tuple = ()
-    group: str = "deadwood"  # deadwood | ablation | peer | reference
+    group: str = "deadwood"  # deadwood | ablation | peer | reference | structured
 
 
 # Plain adversarial training is the Lagrangian with lam = 0, mu = 1 fixed, rho = 0
@@ -83,6 +83,16 @@ METHODS = {
     "tfmot": Method("tfmot per-layer magnitude + natural fine-tune", "tfmot", group="peer"),
     "hydra_global": Method("HYDRA, global variant (top-k over the network, |w| init, Adam)",
                            "hydra", group="peer"),
+    # Channel pruning (issue 12): the row's sparsity is the fraction of MACs removed;
+    # the model is shrunk (`shrink_model`) before it is scored, saved and counted.
+    "deadwood_channel": Method(
+        "structured Deadwood (group lasso, gradual global channel-group cut to a MACs fraction)",
+        "deadwood", (("prune.pattern", "channel"),), group="structured"),
+    "gradual_channel_at": Method(
+        "gradual global channel-group cut + AT (Deadwood's schedule, no Lagrangian)", "deadwood",
+        _PLAIN_AT + (("prune.pattern", "channel"),), group="structured"),
+    "l1_filter_at": Method("L1-norm filter pruning (Li et al. 2017; global ranking, one shot) "
+                           "+ AT", "l1_filter", group="structured"),
 }
 PRUNING_METHODS = tuple(m for m, v in METHODS.items() if v.group != "reference")
 
@@ -270,7 +280,7 @@ def make_deadwood_model(config, switches, teacher, num_train):
         fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
         sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
         temperature=d.temperature, robust_target=d.robust_target,
-        initial_multiplier=d.initial_multiplier,
+        initial_multiplier=d.initial_multiplier, pattern=c.prune.pattern or None,
         num_examples=num_train if per_example else None)
     if "fidelity_multiplier" in extra:
         model.ensure_multipliers(num_train if per_example else 1)
@@ -309,6 +319,8 @@ def _peer(method, config, dense_at, ds, sparsity, seed):
         return baselines.hydra(dense_at, ds, sparsity, attack=attack,
                                score_epochs=config.hydra.score_epochs,
                                score_learning_rate=config.hydra.score_learning_rate, **common)
+    if kind == "l1_filter":
+        return baselines.l1_filter_at(dense_at, ds, sparsity, attack=attack, **common)
     raise ValueError(f"Invalid method kind {kind!r} for {method!r}")
 
 
@@ -322,11 +334,22 @@ def eval_attacks(config):
     return out
 
 
+def _size(model):
+    """MACs (of the layers `channel_groups` counts) and parameters of `model`."""
+    from deadwood_tf import channel_groups
+
+    try:
+        macs = int(channel_groups.channel_groups(model).total_macs)
+    except ValueError:  # a graph channel_groups does not analyse: no MACs figure
+        macs = None
+    return {"macs": macs, "params": int(model.count_params())}
+
+
 def _evaluate(config, model, x, y):
     attacks = eval_attacks(config)
     acc = attacks_lib.evaluate_robustness(model, x, y, attacks)
     rep = prune.sparsity_report(model)
-    return {"clean": acc["clean"], "pgd": acc[attacks[-1].name],
+    return {**_size(model), "clean": acc["clean"], "pgd": acc[attacks[-1].name],
             "fgsm": acc[attacks[0].name] if config.eval.fgsm else None,
             "accuracy": acc, "sparsity": rep.sparsity,
             "layer_sparsity": {w.name: w.sparsity for w in rep.weights}}
@@ -375,12 +398,17 @@ def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
                 else:
                     model = _peer(method, config, dense["dense_at"], ds, sparsity, seed)
                 seconds = time.time() - t0
+                if m.group == "structured":  # the physically smaller model (verified)
+                    from deadwood_tf.shrink import shrink_model
+
+                    model = shrink_model(model, sample_inputs=x_eval[:32])
             t1 = time.time()
             row = {"method": method, "label": m.label, "group": m.group,
                    "target_sparsity": sparsity, "seed": seed, "train_seconds": seconds,
                    **_evaluate(config, model, x_eval, y_eval),
                    "eval_seconds": time.time() - t1,
                    "fingerprint": _fingerprint(config, method),
+                   "dense_macs": _size(dense["dense_at"])["macs"],
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                        timespec="seconds"), **common}
             _save_model(model, os.path.join(workdir, config.protocol, "models",
