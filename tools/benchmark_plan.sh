@@ -1,15 +1,22 @@
 #!/bin/bash
-# The order in which the reference protocol's rows were run (most important first).
+# The order in which the reference protocol's test rows were run (most important first).
 # Each command skips finished rows, so the whole script can be rerun after a stop.
-#   nohup tools/benchmark_plan.sh > runs/benchmark_plan.log 2>&1 &
+# Settings were chosen before, on the validation split: tools/benchmark_validation.sh.
+#   nohup tools/benchmark_plan.sh [WORKDIR] > runs/benchmark_plan.log 2>&1 &
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD
-B="python tools/benchmark.py --config=configs/benchmark_full.py"
+W=${1:-runs/benchmark}
+B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W"
 CORE=dense,dense_at,deadwood,gradual_magnitude_at,global_magnitude_at
 ABL=deadwood_one_shot,deadwood_frozen,deadwood_scalar,deadwood_no_l1
+PEERS=tfmot_at,hydra_global,hydra,pquant_mdmm,pquant_pdp
 $B --config.sparsities=0.95 --config.methods=$CORE
 $B --config.sparsities=0.99 --config.methods=$CORE
-$B --config.sparsities=0.95 --config.methods=$ABL
 $B --config.sparsities=0.9 --config.methods=$CORE
+$B --config.sparsities=0.95 --config.methods=$ABL
 $B --config.sparsities=0.99 --config.methods=$ABL
-$B --config.sparsities=0.95 --config.methods=tfmot_at,hydra_global
+$B --config.sparsities=0.95 --config.methods=$PEERS
+$B --config.sparsities=0.99 --config.methods=$PEERS
+$B --config.sparsities=0.9 --config.methods=$PEERS
+# Worst case (seed 0): Deadwood and the two best peers at each sparsity.
+$B --worst_case=deadwood,gradual_magnitude_at,global_magnitude_at --config.sparsities=0.95
