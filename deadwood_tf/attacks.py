@@ -658,6 +658,8 @@ class APGD(ARTAttack):
 # The one place where attacks are built from names (configs, command lines).
 ATTACKS = {"fgsm": FGSM, "pgd": PGD, "square": SquareAttack, "apgd": APGD,
            "autoattack": AutoAttack}
+# Those a training step can run (inside `tf.function`); ART's run eagerly, for evaluation only.
+TRAINING_ATTACKS = tuple(name for name, cls in ATTACKS.items() if getattr(cls, "in_graph", True))
 
 
 def make_attack(name: str, eps: float, **kwargs) -> Attack:
@@ -694,3 +696,16 @@ def from_config(c) -> Attack:
     accepted = (set(inspect.signature(cls.__init__).parameters) - {"self", "eps"}
                 if cls else set())
     return make_attack(c["name"], c["eps"], **{k: v for k, v in c.items() if k in accepted})
+
+
+def eval_attacks_from_config(config) -> list:
+    """The evaluation attacks of a pipeline or benchmark config: FGSM (when
+    `eval.fgsm`), then PGD with `eval.pgd_steps` steps of `eval.pgd_step_size`
+    and a random start, both at radius `eval.eps` with the norm and input
+    range (`norm`, `clip_min`, `clip_max`) of the training attack `config.attack`."""
+    e, a = config.eval, config.attack
+    common = dict(norm=a.norm, clip_min=a.clip_min, clip_max=a.clip_max)
+    out = [make_attack("fgsm", e.eps, **common)] if e.fgsm else []
+    out.append(make_attack("pgd", e.eps, steps=e.pgd_steps, step_size=e.pgd_step_size,
+                           random_start=True, **common))
+    return out

@@ -48,6 +48,7 @@ import tensorflow as tf
 from absl import logging
 
 from deadwood_tf import attacks as attacks_lib
+from deadwood_tf import callbacks as callbacks_lib
 from deadwood_tf import checks
 from deadwood_tf import config as config_lib
 from deadwood_tf import data as data_lib
@@ -55,25 +56,12 @@ from deadwood_tf import export as export_lib
 from deadwood_tf import models as models_lib
 from deadwood_tf import channel_groups, prune, report as report_lib, shrink
 from deadwood_tf.adversarial import AdversarialTraining
-from deadwood_tf.callbacks import DeadwoodCallback
-from deadwood_tf.deadwood_model import DeadwoodModel
+from deadwood_tf.deadwood_model import BATCH_NORM_MODES, DeadwoodModel
 from deadwood_tf.workdir import BackupCallback, Workdir
 
 
 def banner(text: str) -> None:
     print(f"\n{'=' * 72}\n== {text}\n{'=' * 72}", flush=True)
-
-
-def make_attack(c: ml_collections.ConfigDict) -> attacks_lib.Attack:
-    """The training attack of `config.attack`."""
-    if c.name == "pgd":
-        return attacks_lib.PGD(c.eps, steps=c.steps, step_size=c.step_size, norm=c.norm,
-                               random_start=c.random_start, clip_min=c.clip_min,
-                               clip_max=c.clip_max)
-    if c.name == "fgsm":
-        return attacks_lib.FGSM(c.eps, norm=c.norm, clip_min=c.clip_min, clip_max=c.clip_max)
-    raise ValueError(
-        f"Invalid value for `attack.name`: expected 'pgd' or 'fgsm'. Received: {c.name!r}")
 
 
 def make_optimizer(config, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -95,39 +83,21 @@ def make_deadwood_model(config, teacher, num_examples: int) -> DeadwoodModel:
     """A DeadwoodModel on a masked copy of `teacher` with `config.deadwood`'s settings."""
     d = config.deadwood
     return DeadwoodModel(
-        prune.prune_model(teacher), teacher, attack=make_attack(config.attack),
+        prune.prune_model(teacher), teacher, attack=attacks_lib.from_config(config.attack),
         fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
         sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
         temperature=d.temperature, robust_target=d.robust_target,
         initial_multiplier=d.initial_multiplier, num_examples=num_examples,
+        batch_norm=d.batch_norm,
         pattern="channel" if config.prune.get("pattern") == "channel" else None)
 
 
-def eval_attacks(config) -> list:
-    """The evaluation attacks: FGSM (optional) and PGD with a random start."""
-    c, a = config.eval, config.attack
-    out = []
-    if c.fgsm:
-        out.append(attacks_lib.FGSM(c.eps, norm=a.norm, clip_min=a.clip_min, clip_max=a.clip_max))
-    out.append(attacks_lib.PGD(c.eps, steps=c.pgd_steps, step_size=c.pgd_step_size, norm=a.norm,
-                               random_start=True, clip_min=a.clip_min, clip_max=a.clip_max))
-    return out
-
-
-def make_schedule(config):
-    """`(schedule, unit)` for DeadwoodCallback from `config.prune`."""
-    p = config.prune
-    if p.schedule == "one_shot" or p.solve_epochs == 0:
-        return None, "step"
-    if p.schedule == "gradual":
-        import tensorflow_model_optimization as tfmot
-
-        return tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=p.target_sparsity, begin_step=0,
-            end_step=p.solve_epochs, power=p.power, frequency=1), "epoch"
-    raise ValueError(
-        "Invalid value for `prune.schedule`: expected 'gradual' or 'one_shot'. "
-        f"Received: {p.schedule!r}")
+def per_epoch_attack(config) -> attacks_lib.Attack:
+    """The PGD of `val_pgd_accuracy` after each epoch: `eval.per_epoch_pgd_steps`
+    steps of the default size at `eval.eps`, with `config.attack`'s norm and range."""
+    e, a = config.eval, config.attack
+    return attacks_lib.make_attack("pgd", e.eps, steps=e.per_epoch_pgd_steps, norm=a.norm,
+                                   clip_min=a.clip_min, clip_max=a.clip_max)
 
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
@@ -219,10 +189,22 @@ def validate(config) -> None:
     if config.teacher_path and not os.path.exists(config.teacher_path):
         raise FileNotFoundError(
             f"Invalid value for `teacher_path`: no file at {config.teacher_path!r}.")
-    make_attack(config.attack)
+    if config.attack.name not in attacks_lib.TRAINING_ATTACKS:
+        raise ValueError(
+            f"Invalid value for `attack.name`: expected one of {attacks_lib.TRAINING_ATTACKS} "
+            "(the training step runs the attack in the graph; ART's attacks are for evaluation "
+            f"only). Received: {config.attack.name!r}")
+    if config.prune.schedule not in callbacks_lib.SCHEDULE_NAMES:
+        raise ValueError(f"Invalid value for `prune.schedule`: expected one of "
+                         f"{callbacks_lib.SCHEDULE_NAMES}. Received: {config.prune.schedule!r}")
+    if config.deadwood.batch_norm not in BATCH_NORM_MODES:
+        raise ValueError(f"Invalid value for `deadwood.batch_norm`: expected one of "
+                         f"{BATCH_NORM_MODES}. Received: {config.deadwood.batch_norm!r}")
+    attacks_lib.from_config(config.attack)
     make_optimizer(config, 1e-3)
-    eval_attacks(config)
-    make_schedule(config)
+    attacks_lib.eval_attacks_from_config(config)
+    per_epoch_attack(config)
+    callbacks_lib.from_config(config, verbose=0)
     if config.model.name not in models_lib.MODELS and not config.teacher_path:
         raise ValueError(f"Invalid value for `model.name`: expected one of {models_lib.MODELS}. "
                          f"Received: {config.model.name!r}")
@@ -401,7 +383,7 @@ def _train_teacher(config, ds, wd: Workdir, timings):
             wd.save_model(teacher, natural_name)
             backup.discard()
     if c.adversarial_epochs:
-        attack = make_attack(config.attack)
+        attack = attacks_lib.from_config(config.attack)
         backup = _start_fit(wd, "backup_teacher_at", "Teacher: adversarial training",
                             c.adversarial_epochs, repr(attack),
                             "adversarial training starts over")
@@ -455,18 +437,13 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
     states_path = wd.file("checkpoints.jsonl")
     for path in (history_path, states_path):
         _repair_appended_log(path)
-    schedule, unit = make_schedule(config)
     with scope():
         model = make_deadwood_model(config, teacher, ds.num_train)
         model.compile(make_optimizer(config, d.learning_rate), metrics=["accuracy"])
     n_eval = min(config.eval.per_epoch_examples, len(ds.x_test))
-    per_epoch_attack = attacks_lib.PGD(
-        config.eval.eps, steps=config.eval.per_epoch_pgd_steps,
-        step_size=2.5 * config.eval.eps / config.eval.per_epoch_pgd_steps,
-        norm=config.attack.norm, clip_min=config.attack.clip_min,
-        clip_max=config.attack.clip_max)
     epochs = p.solve_epochs + p.finetune_epochs
-    how = ("one-shot after the solve phase" if schedule is None else
+    one_shot = p.schedule == "one_shot" or not p.solve_epochs
+    how = ("one-shot after the solve phase" if one_shot else
            f"gradually (cubic, global) at the end of solve epochs 1-{p.solve_epochs}")
     backup = _start_fit(wd, "backup", "Deadwood", epochs,
                         f"target sparsity {p.target_sparsity}, cut {how}",
@@ -474,14 +451,8 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
     start = backup.initial_epoch
     callbacks = [
         _PhaseBanner(p.solve_epochs, start),
-        DeadwoodCallback(p.target_sparsity, prune_epoch=p.solve_epochs, schedule=schedule,
-                         schedule_unit=unit, scope=p.scope, min_keep=p.min_keep,
-                         dual_step_size=d.dual_step_size, max_multiplier=d.max_multiplier,
-                         finetune_sparsity_weight=(d.finetune_sparsity_weight
-                                                   if d.finetune_sparsity_weight >= 0
-                                                   else None),
-                         pattern=p.get("pattern") or None),
-        _RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval], per_epoch_attack),
+        callbacks_lib.from_config(config),
+        _RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval], per_epoch_attack(config)),
         keras.callbacks.TensorBoard(wd.file("tensorboard")),
         _MultiplierHistogram(wd.file("tensorboard")),
         keras.callbacks.CSVLogger(history_path, append=True),
@@ -559,8 +530,9 @@ def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
     started = time.time()
 
     banner(f"Data: {config.data.name}")
-    value_range, range_of = checks.attack_range([make_attack(config.attack),
-                                                 *eval_attacks(config)])
+    attacks = attacks_lib.eval_attacks_from_config(config)
+    value_range, range_of = checks.attack_range([attacks_lib.from_config(config.attack),
+                                                 *attacks])
     ds = data_lib.load_dataset(config.data.name, config.data.path, config.data.num_train,
                                config.data.num_test, config.seed, value_range=value_range,
                                range_of=range_of)
@@ -585,7 +557,6 @@ def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
     t0 = time.time()
     n = config.eval.num_examples or len(ds.x_test)
     x_eval, y_eval = ds.x_test[:n], ds.y_test[:n]
-    attacks = eval_attacks(config)
     metrics = {}
     for who, m in (("teacher", teacher), ("pruned", stripped)):
         print(f"{who}: {len(x_eval)} test examples, clean and {[a.name for a in attacks]}",

@@ -81,6 +81,32 @@ def test_fingerprints_follow_what_each_method_reads():
     assert {m for m in lr if lr[m] != after[m]} == set(runner.PRUNING_METHODS)
 
 
+
+def test_the_default_batch_norm_leaves_the_rows_made_before_it_valid():
+    """Rows made before `deadwood.batch_norm` existed store configs without it."""
+    import glob
+
+    import ml_collections
+
+    c = tiny()
+    before = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    older = c.to_dict()
+    del older["deadwood"]["batch_norm"]
+    older = ml_collections.ConfigDict(older)
+    assert {m: runner._fingerprint(older, m) for m in runner.METHODS} == before
+    c.deadwood.batch_norm = "joint"
+    after = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    assert {m for m in before if before[m] != after[m]} == \
+        {m for m, v in runner.METHODS.items() if v.kind == "deadwood"}
+    # The committed rows: still valid under the settings they store, the field added.
+    for path in glob.glob(os.path.join(ROOT, "benchmarks", "results", "*", "*.json")):
+        row = json.load(open(path))
+        stored = ml_collections.ConfigDict(row["config"])
+        assert runner._fingerprint(stored, row["method"]) == row["fingerprint"], path
+        stored.deadwood.batch_norm = stored.deadwood.get("batch_norm", "separate")
+        assert runner._fingerprint(stored, row["method"]) == row["fingerprint"], path
+
+
 def test_the_validation_split_is_stratified_and_held_out():
     c = tiny()
     ds, (x_eval, y_eval) = runner.load_data(c)

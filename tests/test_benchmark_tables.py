@@ -120,3 +120,60 @@ def test_every_switch_trains_for_the_same_budget(digits, monkeypatch):
     for name in ("deadwood", "global_magnitude_at", "deadwood_one_shot", "gradual_magnitude_at"):
         runner._deadwood(c, runner.METHODS[name].switches, teacher, ds, 0.5, 0)
     assert set(epochs.values()) == {6}, epochs
+
+
+def test_the_pipeline_and_the_benchmark_build_their_attacks_from_the_config():
+    from deadwood_tf import train
+
+    c = default_config()
+    c.attack.norm, c.attack.clip_min, c.attack.clip_max = "l2", -1.0, 2.0
+    c.eval.eps, c.eval.pgd_steps, c.eval.pgd_step_size, c.eval.per_epoch_pgd_steps = \
+        0.5, 7, 0.1, 4
+    fgsm, pgd = attacks.eval_attacks_from_config(c)
+    assert isinstance(fgsm, attacks.FGSM) and isinstance(pgd, attacks.PGD)
+    for a in (fgsm, pgd, train.per_epoch_attack(c)):
+        assert (a.eps, a.norm_name, a.clip_min, a.clip_max) == (0.5, "l2", -1.0, 2.0)
+    assert (pgd.steps, pgd.step_size, pgd.random_start) == (7, 0.1, True)
+    per_epoch = train.per_epoch_attack(c)
+    assert (per_epoch.steps, per_epoch.step_size) == (4, pytest.approx(2.5 * 0.5 / 4))
+    c.eval.fgsm = False
+    assert [a.name for a in attacks.eval_attacks_from_config(c)] == ["pgd7_l2_0.5"]
+    # The benchmark reads the same sections through the same factory.
+    b = benchmark_config()
+    assert [a.get_config() for a in attacks.eval_attacks_from_config(b)] == \
+        [a.get_config() for a in attacks.eval_attacks_from_config(default_config())]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("attack.name", "square", r"`attack.name`: expected one of \('fgsm', 'pgd'\)"),
+    ("prune.schedule", "sudden", "`prune.schedule`"),
+    ("deadwood.batch_norm", "both", r"`deadwood.batch_norm`.*Received: 'both'"),
+    ("deadwood.max_multiplier", 0.0, "`max_multiplier`"),  # read by the callback factory
+    ("eval.per_epoch_pgd_steps", 0, "`steps`"),
+])
+def test_the_pipeline_refuses_bad_attack_and_callback_fields_before_training(
+        field, value, message):
+    from deadwood_tf import train
+
+    c = default_config()
+    section, name = field.split(".")
+    c[section][name] = value
+    with pytest.raises(ValueError, match=message):
+        train.validate(c)
+
+
+def test_batch_norm_reaches_the_deadwood_model_of_the_pipeline_and_the_benchmark():
+    import inspect
+
+    from deadwood_tf import train
+
+    default = inspect.signature(dw.DeadwoodModel.__init__).parameters["batch_norm"].default
+    assert default_config().deadwood.batch_norm == default == "separate"
+    teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(10)])
+    pipeline, bench = default_config(), benchmark_config()
+    assert train.make_deadwood_model(pipeline, teacher, 16).batch_norm == "separate"
+    assert runner.make_deadwood_model(bench, (), teacher, 16)[0].batch_norm == "separate"
+    pipeline.deadwood.batch_norm = bench.deadwood.batch_norm = "joint"
+    assert train.make_deadwood_model(pipeline, teacher, 16).batch_norm == "joint"
+    assert runner.make_deadwood_model(bench, (), teacher, 16)[0].batch_norm == "joint"

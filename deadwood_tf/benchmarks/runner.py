@@ -38,6 +38,7 @@ from deadwood_tf import data as data_lib
 from deadwood_tf import models as models_lib
 from deadwood_tf import prune, report
 from deadwood_tf.adversarial import AdversarialTraining
+from deadwood_tf.config import default_config
 from deadwood_tf.deadwood_model import DeadwoodModel
 
 SPLITS = ("test", "validation")
@@ -173,6 +174,10 @@ def _fingerprint(config, method=None) -> str:
             keep.update(prune=c["prune"], learning_rate=c["deadwood"]["learning_rate"],
                         **{k: c[k] for k in (m.kind.split("_")[0],) if k in c})
         c = keep
+    deadwood = c.get("deadwood")
+    # Rows made before the field `deadwood.batch_norm` ran with its default: they stay valid.
+    if deadwood is not None and deadwood.get("batch_norm") == default_config().deadwood.batch_norm:
+        c["deadwood"] = {k: v for k, v in deadwood.items() if k != "batch_norm"}
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -280,7 +285,8 @@ def make_deadwood_model(config, switches, teacher, num_train):
         fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
         sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
         temperature=d.temperature, robust_target=d.robust_target,
-        initial_multiplier=d.initial_multiplier, pattern=c.prune.pattern or None,
+        initial_multiplier=d.initial_multiplier, batch_norm=d.batch_norm,
+        pattern=c.prune.pattern or None,
         num_examples=num_train if per_example else None)
     if "fidelity_multiplier" in extra:
         model.ensure_multipliers(num_train if per_example else 1)
@@ -324,16 +330,6 @@ def _peer(method, config, dense_at, ds, sparsity, seed):
     raise ValueError(f"Invalid method kind {kind!r} for {method!r}")
 
 
-def eval_attacks(config):
-    """Clean is implicit; FGSM (optional) and PGD with a random start, at `eval.eps`."""
-    e, a = config.eval, config.attack
-    common = dict(norm=a.norm, clip_min=a.clip_min, clip_max=a.clip_max)
-    out = [attacks_lib.make_attack("fgsm", e.eps, **common)] if e.fgsm else []
-    out.append(attacks_lib.make_attack("pgd", e.eps, steps=e.pgd_steps,
-                                       step_size=e.pgd_step_size, random_start=True, **common))
-    return out
-
-
 def _size(model):
     """MACs (of the layers `channel_groups` counts) and parameters of `model`."""
     from deadwood_tf import channel_groups
@@ -346,7 +342,7 @@ def _size(model):
 
 
 def _evaluate(config, model, x, y):
-    attacks = eval_attacks(config)
+    attacks = attacks_lib.eval_attacks_from_config(config)
     acc = attacks_lib.evaluate_robustness(model, x, y, attacks)
     rep = prune.sparsity_report(model)
     return {**_size(model), "clean": acc["clean"], "pgd": acc[attacks[-1].name],

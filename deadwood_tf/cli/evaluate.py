@@ -100,20 +100,13 @@ def main(argv):
         raise app.UsageError(f"--eps: expected a number >= 0. Received: {_EPS.value}")
     ds = data.load_dataset(_DATASET.value, _DATA_PATH.value, num_test=_NUM_EXAMPLES.value,
                            seed=_SEED.value)
-    attacks = []
-    for name in _ATTACKS.value:
-        if name == "fgsm":
-            attacks.append(attacks_lib.FGSM(_EPS.value, norm=_NORM.value))
-        elif name == "pgd":
-            attacks.append(attacks_lib.PGD(_EPS.value, steps=_PGD_STEPS.value,
-                                           step_size=_PGD_STEP_SIZE.value or None, norm=_NORM.value))
-        elif name == "square":
-            attacks.append(attacks_lib.SquareAttack(_EPS.value, norm=_NORM.value,
-                                                    max_queries=_SQUARE_QUERIES.value))
-        else:
-            attacks.append(attacks_lib.AutoAttack(_EPS.value, norm=_NORM.value,
-                                                  apgd_steps=_APGD_STEPS.value,
-                                                  square_queries=_SQUARE_QUERIES.value))
+    settings = {"fgsm": {}, "pgd": dict(steps=_PGD_STEPS.value,
+                                         step_size=_PGD_STEP_SIZE.value or None),
+                "square": dict(max_queries=_SQUARE_QUERIES.value),
+                "autoattack": dict(apgd_steps=_APGD_STEPS.value,
+                                   square_queries=_SQUARE_QUERIES.value)}
+    attacks = [attacks_lib.make_attack(name, _EPS.value, norm=_NORM.value, **settings[name])
+               for name in _ATTACKS.value]
     result = evaluate(_MODEL.value, _KERAS_MODEL.value, ds.x_test, ds.y_test, attacks)
     width = max(len(k) for k in result["accuracy"]) + 2
     print(f"\n{'metric':<{width}} value")
