@@ -86,6 +86,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.export = ml_collections.ConfigDict()
     c.export.sparse = True
     c.export.quantize = ""          # "" | dynamic | float16 | int8 (calibrated on training inputs)
+
+    # report.md's "before / after" table: the teacher is exported like the
+    # student (teacher.tflite) and both files are timed with LiteRT, 1 and 2
+    # threads, interleaved (`litert.time_files`).
+    c.report = ml_collections.ConfigDict()
+    c.report.latency_rounds = 10    # 0: no timing
+    c.report.latency_invokes = 20   # single-example invokes per round
     return c
 
 
@@ -127,6 +134,8 @@ def inapplicable_fields(config) -> list[str]:
     if config.prune.schedule == "one_shot" or config.prune.solve_epochs == 0:
         ignored(["prune.power"], "the cut is one-shot (prune.schedule='one_shot' or "
                 "prune.solve_epochs=0), so there is no gradual schedule")
+    if config.report.latency_rounds == 0:
+        ignored(["report.latency_invokes"], "report.latency_rounds=0 turns the timing off")
     if config.prune.finetune_epochs == 0:
         ignored(["deadwood.finetune_sparsity_weight"], "prune.finetune_epochs=0")
     if config.prune.schedule == "gradual" and config.prune.solve_epochs == 0 and \

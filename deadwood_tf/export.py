@@ -34,6 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from deadwood_tf import prune
+from deadwood_tf.litert import interpreter as _interpreter
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 INTERPRETERS = ("default", "builtin")
@@ -91,19 +92,6 @@ def warnings_off():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected"
         yield
-
-
-def _interpreter(path_or_bytes, num_threads=None, builtin_kernels=False, **extra):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kwargs = dict(extra)
-    if num_threads:
-        kwargs["num_threads"] = num_threads
-    if builtin_kernels:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    if isinstance(path_or_bytes, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(path_or_bytes), **kwargs)
-    return Interpreter(model_path=os.fspath(path_or_bytes), **kwargs)
 
 
 def _quantize_input(x, detail):

@@ -89,6 +89,23 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
     ax.legend()
     save(fig, "multipliers", "multipliers.png")
 
+    ba = report.get("before_after")
+    if ba and _latency(ba["models"]["teacher"], "float32", "1") is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, label, marker in (("clean", "clean", "o"), ("pgd", f"PGD ({ba['pgd']})", "^")):
+            xs = [_latency(ba["models"][who], "float32", "1") for who in MODELS]
+            ys = [100 * ba["models"][who][key] for who in MODELS]
+            ax.plot(xs, ys, marker=marker, ls="--", ms=8, label=label)
+            for who, x, y in zip(MODELS, xs, ys):
+                ax.annotate(who, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.set_xlabel("LiteRT latency, float32, 1 thread (µs per example)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Accuracy and PGD accuracy against latency")
+        ax.margins(x=0.25, y=0.15)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        save(fig, "accuracy_vs_latency", "accuracy_vs_latency.png")
+
     hard = report["hardest_examples"]
     shape = dataset.x_train.shape[1:]
     if len(shape) == 3 and shape[-1] in (1, 3) and hard:
@@ -108,11 +125,14 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
 
 
 def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export, history,
-                 multipliers, timings, num_hardest: int = 16, channels=None) -> dict:
+                 multipliers, timings, num_hardest: int = 16, before_after=None) -> dict:
     """Writes report.json, report.md and the plots; returns the report dict.
 
-    `channels`: for `prune.pattern="channel"`, the MACs and parameters of the
-    dense and the shrunk model (`dense_macs`, `macs`, `dense_params`, `params`)."""
+    `before_after`: the teacher against the student (`train._before_after`):
+    `{"pattern", "pgd" (the PGD metric's name), "latency": {"threads",
+    "rounds", "invokes", "warmup"}, "models": {"teacher"|"student": {"macs"
+    (None when unknown), "params", "clean", "pgd", "files": {mode: {"file",
+    "bytes", "latency_us": {threads: µs} (absent when not timed)}}}}}`."""
     order = np.argsort(-multipliers["robustness"], kind="stable")[:num_hardest]
     hardest = [{"index": int(i), "label": int(dataset.y_train[i]),
                 "robustness": float(multipliers["robustness"][i]),
@@ -135,8 +155,8 @@ def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export
         "history": history,
         "timings": timings,
     }
-    if channels is not None:
-        report["channels"] = channels
+    if before_after is not None:
+        report["before_after"] = before_after
     report["plots"] = _plots(workdir, report, dataset, multipliers)
     tmp = os.path.join(workdir, "report.json.tmp")
     with open(tmp, "w") as f:
@@ -156,6 +176,72 @@ def _metrics_table(report) -> list[str]:
     return lines
 
 
+MODELS = ("teacher", "student")
+
+
+def _latency(row, mode, threads):
+    return row["files"].get(mode, {}).get("latency_us", {}).get(threads)
+
+
+def _ratio(after, before) -> str:
+    return f"{after / before:.2f}x" if after is not None and before else ""
+
+
+def _before_after_table(ba) -> list[str]:
+    """report.md's before / after table: one row per model, then student / teacher."""
+    rows = ba["models"]
+    modes = list(rows["teacher"]["files"])
+    threads = [str(t) for t in ba["latency"]["threads"]] if ba["latency"]["rounds"] else []
+    columns = [("MACs", lambda r: r["macs"]), ("params", lambda r: r["params"])]
+    columns += [(f"{m} bytes", lambda r, m=m: r["files"][m]["bytes"]) for m in modes]
+    columns += [(f"{m} µs {t}T", lambda r, m=m, t=t: _latency(r, m, t))
+                for m in modes for t in threads]
+    accuracy = [("clean %", "clean"), (f"PGD % (`{ba['pgd']}`)", "pgd")]
+
+    def number(v):
+        if v is None:
+            return "n/a"
+        return f"{v:,.1f}" if isinstance(v, float) else f"{v:,}"
+
+    names = {"teacher": "teacher (dense)",
+             "student": "student (shrunk)" if ba["pattern"] == "channel" else "student (pruned)"}
+    lines = ["| model | " + " | ".join(c for c, _ in columns + accuracy) + " |",
+             "|---" * (1 + len(columns) + len(accuracy)) + "|"]
+    for who in MODELS:
+        r = rows[who]
+        lines.append(f"| {names[who]} | " + " | ".join(
+            [number(get(r)) for _, get in columns] +
+            [f"{100 * r[k]:.1f}" for _, k in accuracy]) + " |")
+    t, s = rows["teacher"], rows["student"]
+    lines.append("| student / teacher | " + " | ".join(
+        [_ratio(get(s), get(t)) for _, get in columns] +
+        [f"{100 * (s[k] - t[k]):+.1f} pt" for _, k in accuracy]) + " |")
+    return lines
+
+
+def _before_after_notes(report) -> list[str]:
+    ba = report["before_after"]
+    lat, rows = ba["latency"], ba["models"]
+    files = ", ".join(f"`{f['file']}`" for who in MODELS for f in rows[who]["files"].values())
+    out = [f"Files: {files}. Accuracy: the Keras models on the evaluation's test examples."]
+    if lat["rounds"]:
+        m = report["machine"]
+        out.append(
+            "Latency: LiteRT's default interpreter (XNNPack), one example per invoke, "
+            f"{'/'.join(map(str, lat['threads']))} threads; all files timed interleaved "
+            f"(`litert.time_files`): the median over {lat['rounds']} rounds of the mean of "
+            f"{lat['invokes']} invokes, after {lat['warmup']} warm-up invokes, on "
+            f"{m['platform']} ({m['cpu_count']} CPUs). On a shared machine absolute times "
+            "vary; the ratios of files timed together vary less.")
+    else:
+        out.append("Latency: not measured (`report.latency_rounds=0`).")
+    if ba["pattern"] != "channel":
+        out.append("The student's file stores its zeros sparse; LiteRT unpacks them when it "
+                   "loads the file, and dense kernels compute every MAC: fewer bytes, not less "
+                   "time (`prune.pattern=channel` removes whole channels).")
+    return out
+
+
 def summary(report) -> str:
     s = report["sparsity"]
     e = report["export"]
@@ -164,6 +250,8 @@ def summary(report) -> str:
         f"TFLite: {e['bytes']:,} bytes (dense {e['dense_bytes']:,}), max |diff| to Keras "
         f"{e['max_abs_diff']:.2g}, test accuracy {100 * e['test_accuracy']:.1f}%",
         f"Total time {report['timings'].get('total_s', 0):.0f} s"]
+    if report.get("before_after"):
+        lines[-1:-1] = ["Before / after:", *_before_after_table(report["before_after"])]
     return "\n".join(lines)
 
 
@@ -189,13 +277,13 @@ def markdown(report) -> str:
             f"{100 * e['test_accuracy']:.1f}%; runs on LiteRT's default interpreter: "
             f"{e['runs_on_default_interpreter']}.", "",
             "## Multipliers", ""]
-    ch = report.get("channels")
-    if ch:
-        out[-2:-2] = ["## Channels removed", "",
-                      f"MACs {ch['dense_macs']:,} -> {ch['macs']:,} "
-                      f"({1 - ch['macs'] / ch['dense_macs']:.1%} removed); parameters "
-                      f"{ch['dense_params']:,} -> {ch['params']:,}. The model above is the "
-                      "shrunk one (fewer filters, verified against the masked model).", ""]
+    if report.get("before_after"):
+        notes = _before_after_notes(report)
+        if report["before_after"]["pattern"] == "channel":
+            notes.insert(0, "The student is the shrunk model (fewer filters, verified against "
+                            "the masked model): `model.keras` and `model.tflite`.")
+        out[-2:-2] = ["## Before / after", "", *_before_after_table(report["before_after"]),
+                      "", "\n\n".join(notes), ""]
     for k, v in report["multipliers"].items():
         out.append(f"- {k}: mean {v['mean']:.3f}, min {v['min']:.3f}, max {v['max']:.3f}")
     out += ["", "## Timings (s)", ""]

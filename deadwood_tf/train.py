@@ -3,7 +3,7 @@
 Phases (each announced by a banner; each epoch shows Keras' progress bar):
 teacher (train, or load `config.teacher_path`) -> Deadwood solve -> global cut
 -> fine-tune -> evaluation (clean, FGSM, PGD) -> strip, save `.keras` ->
-export `.tflite` (verified) -> report.
+export `.tflite` (verified) -> the teacher's `.tflite`, both timed -> report.
 
 The work directory makes the run resumable and inspectable:
 
@@ -20,6 +20,9 @@ The work directory makes the run resumable and inspectable:
                             violations) and a histogram of the multipliers
     model.keras, multipliers.npz  the stripped student and the final multipliers
     model.tflite            the verified TFLite export
+    teacher.tflite          the dense teacher exported the same way (dense storage), for
+                            report.md's before / after table (bytes, LiteRT latency);
+                            with export.quantize, *_float32.tflite as well
     report.json, report.md, *.png   every figure, the config, versions, timings
 
 Guarantees (see README, "What the pipeline guarantees"): one run per work
@@ -54,7 +57,7 @@ from deadwood_tf import config as config_lib
 from deadwood_tf import data as data_lib
 from deadwood_tf import export as export_lib
 from deadwood_tf import models as models_lib
-from deadwood_tf import channel_groups, prune, report as report_lib, shrink
+from deadwood_tf import channel_groups, litert, prune, report as report_lib, shrink
 from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.deadwood_model import BATCH_NORM_MODES, DeadwoodModel
 from deadwood_tf.workdir import BackupCallback, Workdir
@@ -167,12 +170,14 @@ def validate(config) -> None:
             "mirrored first). Received: teacher_path=''")
     pruning_impl.check_sparsity(config.prune.target_sparsity, "prune.target_sparsity")
     for name in ("teacher.epochs", "teacher.adversarial_epochs", "prune.solve_epochs",
-                 "prune.finetune_epochs", "data.batch_size"):
+                 "prune.finetune_epochs", "data.batch_size", "report.latency_rounds",
+                 "report.latency_invokes"):
         section, field = name.split(".")
         value = config[section][field]
-        if not isinstance(value, int) or value < 0 or (field == "batch_size" and value < 1):
-            raise ValueError(f"Invalid value for `{name}`: expected an int >= "
-                             f"{1 if field == 'batch_size' else 0}. Received: {value!r}")
+        minimum = 1 if field in ("batch_size", "latency_invokes") else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"Invalid value for `{name}`: expected an int >= {minimum}. "
+                             f"Received: {value!r}")
     if config.prune.solve_epochs + config.prune.finetune_epochs < 1:
         raise ValueError("Invalid values for `prune.solve_epochs` and `prune.finetune_epochs`: "
                          "expected at least one epoch in all. Received: 0 and 0")
@@ -478,11 +483,68 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
     return stripped, multipliers
 
 
-def _channel_counts(teacher, shrunk) -> dict:
-    """MACs (convolutions and dense layers) and parameters before and after shrinking."""
-    return {"dense_macs": channel_groups.channel_groups(teacher).total_macs,
-            "macs": channel_groups.channel_groups(shrunk).total_macs,
-            "dense_params": int(teacher.count_params()), "params": int(shrunk.count_params())}
+def _export(ds, model, path, sparse: bool, quantize) -> dict:
+    """`export_tflite` of `model` to `path`, verified on the first 256 test examples
+    (int8: calibrated on the first 256 training inputs)."""
+    return export_lib.export_tflite(
+        model, path, sparse=sparse, quantize=quantize, sample_inputs=ds.x_test[:256],
+        sample_labels=ds.y_test[:256],
+        representative_data=ds.x_train[:256] if quantize == "int8" else None)
+
+
+def _macs(model):
+    """MACs of the convolutions and dense layers (`channel_groups`); None for a
+    graph the channel analysis refuses (a teacher from `teacher_path` in an
+    unstructured run: a channel run would have failed before)."""
+    try:
+        return channel_groups.channel_groups(model).total_macs
+    except ValueError:
+        return None
+
+
+LATENCY_THREADS = (1, 2)
+LATENCY_WARMUP = 20
+
+
+def _before_after(config, ds, teacher, student, student_export, metrics, pgd_name,
+                  wd: Workdir) -> dict:
+    """The dense teacher against the student: MACs, parameters, clean and PGD
+    accuracy, and for each TFLite file (float32, and `export.quantize`'s mode
+    when set) its bytes and LiteRT latency (`LATENCY_THREADS`, interleaved).
+
+    The teacher is exported like the student, with dense storage, next to it:
+    `teacher.tflite` in model.tflite's mode; with `export.quantize` set, the
+    float32 files `teacher_float32.tflite` and `model_float32.tflite` too.
+    """
+    quantize = config.export.quantize or None
+    main_mode = quantize or "float32"
+    rows = {}
+    for who, model, stem, sparse in (("teacher", teacher, "teacher", False),
+                                     ("student", student, "model", config.export.sparse)):
+        files = {}
+        for mode in dict.fromkeys(["float32", main_mode]):
+            if who == "student" and mode == main_mode:
+                info = student_export
+            else:
+                name = stem + ("" if mode == main_mode else "_float32") + ".tflite"
+                info = _export(ds, model, wd.file(name), sparse,
+                               None if mode == "float32" else mode)
+            files[mode] = {"file": os.path.basename(info["path"]), "bytes": info["bytes"]}
+        who_metrics = metrics["teacher" if who == "teacher" else "pruned"]
+        rows[who] = {"macs": _macs(model), "params": int(model.count_params()),
+                     "clean": who_metrics["clean"], "pgd": who_metrics[pgd_name],
+                     "files": files}
+    r = config.report
+    if r.latency_rounds:
+        paths = [wd.file(f["file"]) for row in rows.values() for f in row["files"].values()]
+        latency = litert.time_files(paths, LATENCY_THREADS, rounds=r.latency_rounds,
+                                    invokes=r.latency_invokes, warmup=LATENCY_WARMUP)
+        for row in rows.values():
+            for f in row["files"].values():
+                f["latency_us"] = {t: by_file[f["file"]] for t, by_file in latency.items()}
+    return {"pattern": config.prune.get("pattern") or "", "pgd": pgd_name, "models": rows,
+            "latency": {"threads": list(LATENCY_THREADS), "rounds": r.latency_rounds,
+                        "invokes": r.latency_invokes, "warmup": LATENCY_WARMUP}}
 
 
 def _write_report(wd: Workdir, **kwargs) -> dict:
@@ -566,24 +628,25 @@ def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
 
     banner("Export: sparse TFLite, verified with LiteRT")
     t0 = time.time()
-    export_info = export_lib.export_tflite(
-        stripped, wd.file("model.tflite"), sparse=config.export.sparse,
-        quantize=config.export.quantize or None, sample_inputs=ds.x_test[:256],
-        sample_labels=ds.y_test[:256],
-        representative_data=ds.x_train[:256] if config.export.quantize == "int8" else None)
+    export_info = _export(ds, stripped, wd.file("model.tflite"), config.export.sparse,
+                          config.export.quantize or None)
     export_info["test_accuracy"] = float(np.mean(
         export_lib.run_tflite(export_info["path"], x_eval,
                               builtin_kernels=not export_info["runs_on_default_interpreter"]
                               ).argmax(-1) == y_eval))
     timings["export_s"] = time.time() - t0
+
+    banner("Before / after: the teacher exported like the student, both timed with LiteRT")
+    t0 = time.time()
+    before_after = _before_after(config, ds, teacher, stripped, export_info, metrics,
+                                 attacks[-1].name, wd)
+    timings["before_after_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
 
     banner("Report")
     report = _write_report(
         wd, config=config, dataset=ds, metrics=metrics, attacks=attacks,
-        sparsity=prune.sparsity_report(stripped), export=export_info,
-        channels=_channel_counts(teacher, stripped) if config.prune.get("pattern") == "channel"
-        else None,
+        sparsity=prune.sparsity_report(stripped), export=export_info, before_after=before_after,
         history=_read_history(wd.file("history.csv")), multipliers=multipliers,
         timings=timings)
     print(report_lib.summary(report), flush=True)

@@ -63,3 +63,22 @@ def test_export_refuses_to_write_a_file_that_disagrees_with_keras(pruned, tmp_pa
     with pytest.raises(ValueError, match="does not match the Keras model"):
         dw.export_tflite(pruned, path)
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_latency_of_a_tiny_file_is_positive_and_finite(tmp_path):
+    import keras
+    from deadwood_tf import litert
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    paths = [tmp_path / "a.tflite", tmp_path / "b.tflite"]
+    for path in paths:
+        dw.export_tflite(model, path, sparse=False)
+    us = litert.time_files(paths, threads=(1, 2), rounds=3, invokes=2, warmup=1)
+    assert set(us) == {"1", "2"}
+    for by_file in us.values():
+        assert set(by_file) == {"a.tflite", "b.tflite"}
+        assert all(np.isfinite(v) and v > 0 for v in by_file.values())
+    with pytest.raises(ValueError, match=r"`rounds`: expected an int >= 1. Received: rounds=0"):
+        litert.time_files(paths, rounds=0)
+    with pytest.raises(ValueError, match=r"`paths`: .*distinct base names"):
+        litert.time_files([paths[0], paths[0]])

@@ -44,6 +44,12 @@ def test_train_runs_every_phase_and_leaves_a_readable_workdir(finished_run):
     assert {"tensorflow", "keras", "deadwood_tf"} <= set(report["versions"])
     assert {"teacher_s", "deadwood_s", "total_s"} <= set(report["timings"])
     assert len(report["hardest_examples"]) == 16
+    # Unstructured: the sparse file is smaller than the dense teacher's, not fewer MACs.
+    models = report["before_after"]["models"]
+    assert models["student"]["macs"] == models["teacher"]["macs"]
+    assert models["student"]["files"]["float32"]["bytes"] == report["export"]["bytes"] < \
+        os.path.getsize(os.path.join(workdir, "teacher.tflite"))
+    assert "| student (pruned) |" in open(os.path.join(workdir, "report.md")).read()
     # The stripped model needs no custom objects.
     model = keras.models.load_model(os.path.join(workdir, "model.keras"), custom_objects={})
     assert model.output_shape == (None, 10)
@@ -121,3 +127,13 @@ def test_benchmark_tflite_writes_table_csv_and_plot(tmp_path):
     dense, sparse = by[(0.9, "float")], by[(0.9, "float_sparse")]
     assert int(sparse["bytes"]) < int(dense["bytes"])
     assert int(sparse["limit_bytes"]) <= int(sparse["bytes"])
+
+
+def test_time_tflite_times_every_file_of_a_folder(finished_run, tmp_path):
+    workdir, _ = finished_run
+    run_tool("time_tflite.py", f"--dir={workdir}", "--threads=1", "--rounds=2", "--invokes=2",
+             f"--out={tmp_path}/latency.json")
+    latency = json.load(open(tmp_path / "latency.json"))["latency_us"]
+    assert set(latency) == {"1"}
+    assert set(latency["1"]) == {"model.tflite", "teacher.tflite"}
+    assert all(v > 0 for v in latency["1"].values())

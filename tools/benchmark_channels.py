@@ -42,7 +42,7 @@ from deadwood_tf import data as data_lib
 from deadwood_tf import models as models_lib
 from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.shrink import shrink_model
-from tools.time_tflite import time_files
+from deadwood_tf.litert import time_files
 
 _MODEL = flags.DEFINE_string("model", "small_cnn", "models.MODELS name.")
 _WIDTH = flags.DEFINE_integer("width", 0, "Model width (0: default).")
