@@ -554,8 +554,9 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "si
       energies: per-group scores to use instead of the squared norms (e.g. the
         L1 filter norms of a baseline); `normalize` still applies.
       min_channels: the layer-collapse guard (an int >= 1). A 1-channel layer
-        is legal but LiteRT's XNNPack refused to prepare an int8 ResNet whose
-        first stage was cut to 1 channel (docs/benchmarks.md).
+        is legal; if its channel is dead on the calibration data, the int8
+        export widens its range so that XNNPack takes the file
+        (docs/int8_xnnpack.md).
 
     Returns:
       dict with `groups_cut`, `groups`, `macs`, `dense_macs`, `flops_removed`.

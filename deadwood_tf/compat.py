@@ -1,4 +1,5 @@
-"""Every use of Keras' (and tf.distribute's) private API in deadwood_tf.
+"""Every use of Keras' (and tf.distribute's and the TFLite converter's) private
+API in deadwood_tf.
 
 Written for Keras 3.15 (TensorFlow backend) and TensorFlow 2.21. Each entry
 names what it relies on; tests/test_compat.py fails when a new release
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 
 KERAS_VERSION = "3.15"  # the version every entry below was written and tested for
+TF_VERSION = "2.21"  # likewise for the TensorFlow entries
 
 
 def compile_loss(model):
@@ -64,6 +66,37 @@ def producing_operation(keras_tensor):
     """The operation (layer) that produced a symbolic `KerasTensor`
     (`keras_tensor._keras_history.operation`, Keras 3.15)."""
     return keras_tensor._keras_history.operation
+
+
+def calibrated_tflite(converter) -> bytes:
+    """The float `.tflite` model that `converter` (set up for full-integer
+    quantization) calibrates before quantizing, each activation tensor holding
+    its calibrated range in `quantization.min` / `.max`
+    (`converter._experimental_calibrate_only`, TF 2.21 `TFLiteConverter`; what
+    `tf.lite.experimental.QuantizationDebugger` uses). `converter` is changed."""
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
+def quantize_calibrated(calibrated: bytes, integer_io: bool = False) -> bytes:
+    """`calibrated_tflite`'s model quantized as the converter would (per-channel
+    int8 weights, int8 activations from the calibrated ranges), with float or
+    int8 input and output (`tensorflow.lite.python.convert.mlir_quantize`,
+    TF 2.21)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    io_type = tf.int8 if integer_io else tf.float32
+    return convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
+
+
+def sparsify_tflite(content: bytes) -> bytes:
+    """The converter's `EXPERIMENTAL_SPARSITY` step on a converted model: sparse
+    weights stored compactly (`tensorflow.lite.python.convert.mlir_sparsify`,
+    TF 2.21)."""
+    from tensorflow.lite.python import convert
+
+    return convert.mlir_sparsify(content)
 
 
 class TrainerOverrides:

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deadwood_tf import prune
+from deadwood_tf import compat, prune
 from deadwood_tf.litert import interpreter as _interpreter
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
@@ -45,6 +45,16 @@ BUILTIN_SETTING = ("experimental_op_resolver_type="
 _WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1,
                "TRANSPOSE_CONV": 1, "CONV_3D": 1, "EMBEDDING_LOOKUP": 1}
 _UNPACK_OPS = ("DENSIFY", "DEQUANTIZE")
+# Operators that sum input x filter products into an int32 accumulator and
+# requantize it to their int8 output: (input operand, filter operand).
+_ACCUMULATING_OPS = {"CONV_2D": (0, 1), "DEPTHWISE_CONV_2D": (0, 1), "FULLY_CONNECTED": (0, 1),
+                     "TRANSPOSE_CONV": (2, 1), "CONV_3D": (0, 1)}
+# XNNPack creates an int8 convolution or fully-connected operator only if
+# input scale x filter scale / output scale < 256 in every channel (XNNPACK's
+# convolution-nhwc.c, fully-connected-nc.c); the delegate does not check it
+# beforehand, so one such operator fails the whole file ("failed to create
+# XNNPACK runtime ... failed to prepare"). LiteRT's built-in kernels run it.
+XNNPACK_MAX_REQUANTIZATION = 256.0
 
 
 @contextlib.contextmanager
@@ -62,7 +72,7 @@ def _quiet():
         logging.set_verbosity(absl_level)
 
 
-def _convert(model, sparse: bool, quantize, representative=None, integer_io=False) -> bytes:
+def _converter(model, sparse: bool, quantize, representative=None, integer_io=False):
     # from_keras_model, not from_concrete_functions(..., model): with Keras 3 the
     # latter freezes wrong weights (NaN/inf outputs seen with TF 2.21).
     with _quiet():  # Keras' export prints a summary
@@ -81,8 +91,27 @@ def _convert(model, sparse: bool, quantize, representative=None, integer_io=Fals
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     converter.optimizations = optimizations
+    return converter
+
+
+def _convert(model, sparse: bool, quantize, representative=None,
+             integer_io=False) -> tuple[bytes, list]:
+    """The converted file, and the layers whose int8 output range was widened
+    (`_widen_dead_ranges`) because XNNPack would refuse the converter's file."""
     with _quiet(), warnings_off():
-        return converter.convert()
+        content = _converter(model, sparse, quantize, representative, integer_io).convert()
+    if quantize != "int8" or not _xnnpack_refusals(content):
+        return content, []
+    with _quiet(), warnings_off():
+        calibrated = compat.calibrated_tflite(
+            _converter(model, False, quantize, representative, integer_io))
+        calibrated, widened = _widen_dead_ranges(calibrated)
+        if not widened:
+            return content, []
+        fixed = compat.quantize_calibrated(calibrated, integer_io)
+        if sparse:
+            fixed = compat.sparsify_tflite(fixed)
+    return fixed, sorted({_layer_of(w, model) for w in widened})
 
 
 @contextlib.contextmanager
@@ -193,6 +222,115 @@ def _refused_ops(error: Exception) -> set:
     return set(re.findall(r"failed to delegate (\w+) node", str(error)))
 
 
+def _scale(tensor):
+    q = tensor.quantization
+    if q is None or q.scale is None or not len(q.scale):
+        return None
+    return np.asarray(q.scale, np.float64)
+
+
+def _requantization_scales(content: bytes) -> list:
+    """(operator, filter tensor name, largest requantization scale) of each int8
+    operator that accumulates input x filter products: input scale x filter
+    scale / output scale, the largest over the filter's channels."""
+    model = _read_model(content)
+    rows = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            name = _op_name(model, op)
+            if name not in _ACCUMULATING_OPS:
+                continue
+            i, f = _ACCUMULATING_OPS[name]
+            inp, filt, out = (graph.tensors[t] for t in (op.inputs[i], op.inputs[f], op.outputs[0]))
+            scales = [_scale(t) for t in (inp, filt, out)]
+            if any(sc is None for sc in scales):
+                continue  # a float operator (dynamic-range or float file)
+            rows.append((name, filt.name.decode(),
+                         float(scales[0][0] * scales[1].max() / scales[2][0])))
+    return rows
+
+
+def _xnnpack_refusals(content: bytes) -> list:
+    """`_requantization_scales` rows that XNNPack cannot create an operator for."""
+    return [r for r in _requantization_scales(content) if r[2] >= XNNPACK_MAX_REQUANTIZATION]
+
+
+def _calibrated_range(tensor):
+    q = tensor.quantization
+    if q is None or q.min is None or q.max is None or not len(q.min) or not len(q.max):
+        return None
+    return min(float(q.min[0]), 0.0), max(float(q.max[0]), 0.0)  # int8 ranges hold 0
+
+
+def _widen_dead_ranges(calibrated: bytes) -> tuple[bytes, list]:
+    """The calibrated float file with every too narrow output range widened.
+
+    An accumulating operator's int32 sum moves in steps of input scale x filter
+    scale (the accumulator's resolution); an int8 output scale finer than that
+    step buys no precision. The converter gives a tensor that is constant (a
+    dead ReLU, typical of channel-pruned layers left with a channel or few) a
+    scale near 1e-8, and XNNPack then refuses the operator (requantization
+    scale >= 256). Such a range is widened to 255 accumulator steps: exact on
+    the calibration data, and no value the narrow range held is lost. The
+    scales are computed as the quantizer does (inputs asymmetric over 255
+    steps, filters symmetric per channel over 127; the step of the coarsest
+    channel counts), in graph order so that a widened input counts. Returns
+    the file and the widened operators' filter tensor names.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = _read_model(calibrated)
+    widened = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            spec = _ACCUMULATING_OPS.get(_op_name(model, op))
+            if spec is None:
+                continue
+            inp, filt, out = (graph.tensors[t] for t in (op.inputs[spec[0]], op.inputs[spec[1]],
+                                                         op.outputs[0]))
+            data = model.buffers[filt.buffer].data if filt.buffer < len(model.buffers) else None
+            in_range, out_range = _calibrated_range(inp), _calibrated_range(out)
+            if data is None or in_range is None or out_range is None or \
+                    filt.type != flatbuffer_utils.TensorType.FLOAT32:
+                continue
+            weights = np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.float32)
+            step = (in_range[1] - in_range[0]) / 255 * float(np.max(np.abs(weights))) / 127
+            low, high = out_range
+            if high - low < 255 * step:
+                out.quantization.min = np.array([low], np.float32)
+                out.quantization.max = np.array([low + 255 * step], np.float32)
+                widened.append(filt.name.decode())
+    if not widened:
+        return calibrated, []
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), widened
+
+
+def _layer_of(filter_name: str, model) -> str:
+    """The layer of `model` whose kernel a converted filter tensor holds
+    ("functional_1/c1_1/convolution" -> "c1"; a fused name such as
+    "functional_1/c1_1/Relu;functional_1/bn1_1/...;..." too), or the tensor
+    name when none matches."""
+    found = [(m.start(), layer.name) for layer in model.layers
+             if getattr(layer, "kernel", None) is not None
+             for m in [re.search(rf"(^|/){re.escape(layer.name)}(_\d+)?/", filter_name)] if m]
+    return min(found)[1] if found else filter_name
+
+
+def _refuse_what_xnnpack_refuses(model, path, *contents):
+    """Raises before anything is written if XNNPack cannot create an operator
+    of one of `contents` (int8 files), naming the layer."""
+    refused = [r for content in contents for r in _xnnpack_refusals(content)]
+    if refused:
+        op, filter_name, scale = refused[0]
+        raise ValueError(
+            f"int8 export: layer '{_layer_of(filter_name, model)}' ({op}) needs requantization "
+            f"scale {scale:.4g} (input scale x filter scale / output scale), and LiteRT's "
+            f"XNNPack delegate refuses scales >= {XNNPACK_MAX_REQUANTIZATION:g}: its output "
+            "range on the calibration data (`representative_data`) is far narrower than its "
+            "inputs and weights can resolve. interpreter='builtin' runs such a file. "
+            f"Nothing was written to {path}.")
+
+
 def _check_array(value, name, shape):
     value = np.asarray(value, dtype="float32")
     if value.ndim != len(shape) + 1 or tuple(value.shape[1:]) != shape or not len(value):
@@ -265,13 +403,24 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
       `interpreter`, `runs_on_default_interpreter`, `interpreter_setting`
       (what an interpreter needs to run the file; "" for the default one),
       `densified_for_xnnpack` (weights stored dense so that XNNPack takes the
-      file) and `sparsity_in_file` (`tflite_sparsity(...)["sparsity"]`).
+      file), `widened_for_xnnpack` (int8: the layers whose output range was
+      widened so that XNNPack takes the file, see below) and
+      `sparsity_in_file` (`tflite_sparsity(...)["sparsity"]`).
+
+    int8 and XNNPack: a layer whose output is constant on the calibration data
+    (a dead ReLU; likely once channel pruning leaves a layer one or a few
+    channels) gets an output scale near 1e-8 from the converter, and XNNPack
+    refuses any convolution or dense layer whose input scale x filter scale /
+    output scale reaches 256. Such output ranges are then widened to 255 steps
+    of the layer's accumulator (exact on the calibration data; logged and
+    listed in `widened_for_xnnpack`) and the file quantized again.
 
     Raises:
       ValueError: bad `quantize`, `interpreter`, `integer_io`, `sample_inputs`,
         `sample_labels` or `representative_data`, a model with several inputs
-        or outputs, or a float export that does not match Keras within `atol`
-        (nothing is written then).
+        or outputs, a float export that does not match Keras within `atol`, or
+        (interpreter="default") an int8 file that XNNPack would still refuse,
+        naming the layer (nothing is written then).
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
@@ -322,19 +471,27 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
             "Invalid value for argument `representative_data`: it calibrates quantize='int8' "
             f"only. Received: representative_data with quantize={quantize!r}")
 
-    dense_content = _convert(model, False, quantize, representative, integer_io)
-    content = _convert(model, True, quantize, representative, integer_io) if sparse \
+    dense_content, widened = _convert(model, False, quantize, representative, integer_io)
+    if widened:
+        logging.warning("deadwood_tf: int8 export: the outputs of %s are (nearly) constant on "
+                        "the calibration data, and so finely scaled that XNNPack refuses the "
+                        "file; their int8 ranges were widened to the resolution of their "
+                        "accumulators (exact on that data).", ", ".join(widened))
+    content = _convert(model, True, quantize, representative, integer_io)[0] if sparse \
         else dense_content
+    if interpreter == "default":
+        _refuse_what_xnnpack_refuses(model, path, content, dense_content)
     reference = np.asarray(model(sample_inputs, training=False))
     def run(candidate):
         """(outputs, runs on the default interpreter), or (the refusal, None)."""
         try:
             return run_tflite(candidate, sample_inputs), True
         except RuntimeError as e:
+            # "failed to delegate X node", or "TfLiteXNNPackDelegate failed to prepare"
+            if interpreter == "builtin" and "delegate" in str(e).lower():
+                return run_tflite(candidate, sample_inputs, builtin_kernels=True), False
             if "delegate" not in str(e):
                 raise
-            if interpreter == "builtin":
-                return run_tflite(candidate, sample_inputs, builtin_kernels=True), False
             return e, None
 
     densified = []
@@ -395,7 +552,7 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
             "interpreter": "default" if default_interpreter else "builtin",
             "runs_on_default_interpreter": default_interpreter,
             "interpreter_setting": "" if default_interpreter else BUILTIN_SETTING,
-            "densified_for_xnnpack": densified,
+            "densified_for_xnnpack": densified, "widened_for_xnnpack": widened,
             "sparsity_in_file": tflite_sparsity(content)["sparsity"]}
 
 

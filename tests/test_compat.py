@@ -92,3 +92,41 @@ def test_tracked_sublayers_and_inbound_node():
     dense = model.get_layer("b")
     node = compat.inbound_node(dense, 0)
     assert node.operation is dense and len(node.input_tensors) == 1
+
+
+def test_tensorflow_is_the_version_compat_was_written_for():
+    assert tf.__version__.startswith(compat.TF_VERSION + "."), (
+        f"compat.py's TFLite entries target TF {compat.TF_VERSION}; check them for "
+        f"TF {tf.__version__} and update TF_VERSION")
+
+
+def test_tflite_calibration_quantization_and_sparsification():
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(16, name="d")])
+    kernel = model.get_layer("d").kernel
+    kernel.assign(kernel.numpy() * (np.random.default_rng(0).uniform(size=(32, 16)) < 0.1))
+    x = np.random.default_rng(1).uniform(0, 1, (8, 32)).astype("float32")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([r[None]] for r in x)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+    def tensors(content):
+        graph = flatbuffer_utils.read_model_from_bytearray(bytearray(content)).subgraphs[0]
+        return graph, {t.name.decode(): t for t in graph.tensors}
+
+    calibrated = compat.calibrated_tflite(converter)
+    graph, _ = tensors(calibrated)
+    out = graph.tensors[graph.outputs[0]]   # float, with its calibrated range
+    assert out.type == flatbuffer_utils.TensorType.FLOAT32
+    assert out.quantization.min is not None and out.quantization.max is not None
+    for integer_io, io_type in ((False, "FLOAT32"), (True, "INT8")):
+        quantized = compat.quantize_calibrated(calibrated, integer_io)
+        graph, by_name = tensors(quantized)
+        assert graph.tensors[graph.inputs[0]].type == getattr(flatbuffer_utils.TensorType, io_type)
+        assert any(t.type == flatbuffer_utils.TensorType.INT8 and len(t.shape) == 2
+                   for t in by_name.values())
+    sparse = compat.sparsify_tflite(compat.quantize_calibrated(calibrated))
+    assert any(t.sparsity is not None for t in tensors(sparse)[1].values())

@@ -83,6 +83,49 @@ def test_int8_builtin_keeps_every_weight_sparse_and_says_which_interpreter(
     assert np.mean(out.argmax(1) == y[:64]) > 0.85
 
 
+def _residual_with_a_dead_branch():
+    """A residual block whose branch was cut to 1 channel, dead (a ReLU of a
+    negative) on inputs in [0, 1]."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="stem")(x)
+    y = L.Conv2D(1, 3, padding="same", activation="relu", name="c1",
+                 bias_initializer=keras.initializers.Constant(-50.0))(x)
+    y = L.Conv2D(4, 3, padding="same", name="c2", bias_initializer="random_normal")(y)
+    x = L.GlobalAveragePooling2D()(L.ReLU()(L.Add()([x, y])))
+    return keras.Model(inp, L.Dense(3, name="logits")(x))
+
+
+def test_int8_widens_dead_outputs_so_that_xnnpack_takes_the_file(tmp_path):
+    model = _residual_with_a_dead_branch()
+    x = np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 3)).astype("float32")
+    with dw.export.warnings_off():
+        plain = dw.export._converter(model, False, "int8", x).convert()
+    assert [r[0] for r in dw.export._xnnpack_refusals(plain)] == ["CONV_2D"]  # what failed
+    info = dw.export_tflite(model, tmp_path / "m.tflite", quantize="int8", sample_inputs=x)
+    assert info["runs_on_default_interpreter"] and info["widened_for_xnnpack"] == ["c1"]
+    assert _default_interpreter_runs(info["path"], x)
+    scales = dw.export._requantization_scales((tmp_path / "m.tflite").read_bytes())
+    assert len(scales) == 4 and max(r[2] for r in scales) <= 1.001
+    assert info["top1_agreement"] == 1.0
+    assert info["max_abs_diff"] <= 0.02 * np.max(np.abs(model.predict(x, verbose=0)))
+
+
+def test_int8_export_names_the_layer_xnnpack_would_refuse(tmp_path, monkeypatch):
+    model = _residual_with_a_dead_branch()
+    x = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 3)).astype("float32")
+    monkeypatch.setattr(dw.export, "_widen_dead_ranges", lambda content: (content, []))
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match="layer 'c1' \\(CONV_2D\\).*>= 256.*Nothing was written"):
+        dw.export_tflite(model, path, quantize="int8", sample_inputs=x)
+    assert not path.exists()
+    info = dw.export_tflite(model, path, quantize="int8", sample_inputs=x, interpreter="builtin")
+    assert not info["runs_on_default_interpreter"] and info["top1_agreement"] == 1.0
+
+
 def test_integer_io_scales_float_inputs_with_the_files_quantization(pruned, digits, tmp_path):
     x_train, _, x, y = digits
     path = tmp_path / "io.tflite"

@@ -49,7 +49,7 @@ def main(argv):
                                      sparse=False, quantize=quantize, sample_inputs=x[:32],
                                      **extra)
                 row[f"bytes_{suffix}"] = r["bytes"]
-            except RuntimeError as e:  # recorded: a file LiteRT cannot run
+            except (RuntimeError, ValueError) as e:  # recorded: no file LiteRT runs
                 row[f"error_{suffix}"] = str(e)
                 model.save(os.path.join(_OUTPUT.value, f"{tag}_failed.keras"))
         rows.append(row)
