@@ -3,6 +3,7 @@
 import importlib.util
 import math
 import os
+import sys
 
 import keras
 import numpy as np
@@ -188,4 +189,11 @@ def test_pquant_refuses_what_it_cannot_rebuild(digits, attack):
                          pruning_epochs=1, epochs=1, sparsity_x=1)
     with pytest.raises(ValueError, match="Invalid value for `method`"):
         baselines.pquant(chain, digits, SPARSITY, method="cs", attack=attack, pruning_epochs=1,
+                         epochs=1)
+
+
+def test_pquant_rows_name_the_extra_they_need(monkeypatch, dense, digits, attack):
+    monkeypatch.setitem(sys.modules, "pquant", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install -e \.\[peers\]"):
+        baselines.pquant(dense, digits, SPARSITY, method="pdp", attack=attack, pruning_epochs=1,
                          epochs=1)

@@ -384,14 +384,19 @@ def pquant(dense, ds, sparsity, *, method, attack, pruning_epochs, epochs=6, bat
       (`apply_final_compression`) kernels: exact zeros where its masks are 0.
 
     Raises:
+      ImportError: without pquant-ml.
       ValueError: an unknown `method` or parameter, `pruning_epochs` outside
         [1, epochs], or a model PQuantML cannot rebuild (not one chain of layers).
       RuntimeError: the model's sparsity is more than `sparsity_tolerance`
         from `sparsity` (MDMM's constraint only pulls toward its target): a
         row at another sparsity would not compare.
     """
-    import pquant
-    from pquant.core.keras import layers as pq_layers
+    try:
+        import pquant
+        from pquant.core.keras import layers as pq_layers
+    except ImportError as e:
+        raise ImportError("The PQuantML rows need pquant-ml==0.1.0: "
+                          "`pip install -e .[peers]`.") from e
 
     _check_choice("method", method, tuple(PQUANT_TARGETS))
     if not 1 <= pruning_epochs <= epochs:

@@ -90,14 +90,16 @@ METHODS = {
     "hydra_global": Method("HYDRA, global variant (top-k over the network, |w| init, Adam)",
                            "hydra", group="peer", section="hydra"),
     "hydra": Method(
-        "HYDRA as published (per-layer top-k, scaled score init, SGD 0.9 + L2 1e-4, cosine; "
-        "1 score + 5 fine-tune epochs; PGD-AT loss, theirs TRADES)", "hydra", group="peer",
-        section="hydra_published"),
+        "HYDRA as published (defaults: per-layer top-k, scaled score init, SGD momentum 0.9 "
+        "+ L2 1e-4, cosine; 1 score + 5 fine-tune epochs; PGD-AT loss, theirs TRADES)", "hydra",
+        group="peer", section="hydra_published"),
     "pquant_mdmm": Method(
-        "PQuantML MDMM (per-layer sparsity constraint; 5 + 1 fine-tune epochs, Adam, PGD-AT)",
-        "pquant", group="peer", section="pquant.mdmm"),
+        "PQuantML 0.1.0 MDMM (defaults: its config_mdmm.yaml, a sparsity constraint per "
+        "layer; 5 pruning + 1 fine-tune epochs; no quantization; Adam, PGD-AT)", "pquant",
+        group="peer", section="pquant.mdmm"),
     "pquant_pdp": Method(
-        "PQuantML PDP (per-layer soft top-k mask; 5 + 1 fine-tune epochs, Adam, PGD-AT)",
+        "PQuantML 0.1.0 PDP (defaults: its config_pdp.yaml but ramp 0.3 per epoch; soft "
+        "top-k mask per layer; 5 pruning + 1 fine-tune epochs; no quantization; Adam, PGD-AT)",
         "pquant", group="peer", section="pquant.pdp"),
 }
 PRUNING_METHODS = tuple(m for m, v in METHODS.items() if v.group != "reference")
