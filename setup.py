@@ -42,10 +42,15 @@ setup(
         # (scikit-learn), t-intervals over seeds (scipy), worst-case attacks (ART).
         "benchmark": ["scikit-learn", "scipy", "adversarial-robustness-toolbox==1.20.1",
                       "multiprocess"],
+        # The benchmark's PQuantML rows (baselines.pquant). Its own requirements
+        # (hgq2, optuna, pydantic, pyyaml, quantizers, keras>=3) leave TensorFlow
+        # 2.21 alone; only its `tensorflow` extra (not asked for) pins <=2.20.
+        "peers": ["pquant-ml==0.1.0"],
         # keras-hub: the model coverage checks (tests/test_coverage.py,
         # tools/check_coverage.py) prune KerasHub backbones; keras-hub imports
-        # tensorflow-text on the TensorFlow backend.
+        # tensorflow-text on the TensorFlow backend. pquant-ml: tests/test_peers.py.
         "test": ["pytest", "scipy", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
-                 "multiprocess", "keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22"],
+                 "multiprocess", "keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22",
+                 "pquant-ml==0.1.0"],
     },
 )

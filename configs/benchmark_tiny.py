@@ -28,6 +28,10 @@ def get_config():
     c.prune.finetune_epochs = 1
     c.tfmot.pruning_epochs = 1
     c.hydra.score_epochs = 1
+    c.hydra_published.score_epochs = 1
+    c.pquant.mdmm.pruning_epochs = 1
+    c.pquant.pdp.pruning_epochs = 1
+    c.pquant.pdp.epsilon = 1.0      # the whole target in the one pruning epoch
     c.worst.examples = 20
     c.worst.pgd_restarts = 2
     c.worst.apgd_steps = 5

@@ -1,7 +1,8 @@
 """The benchmark: Deadwood against its controls, ablations and peers.
 
 - `runner`: trains and evaluates rows (method, sparsity, seed), one JSON each.
-- `baselines`: the external peers (tfmot per layer, HYDRA global variant).
+- `baselines`: the external peers (tfmot per layer, HYDRA as published and its
+  global variant, PQuantML's MDMM and PDP).
 - `worst_case`: per-example worst case over strong attacks, for headline models.
 - `tables`: the docs' tables from the row files (mean +- std, paired intervals).
 - `config`: the reference protocol's settings.

@@ -53,9 +53,56 @@ def benchmark_config() -> ml_collections.ConfigDict:
     c.tfmot = ml_collections.ConfigDict()
     c.tfmot.pruning_epochs = 4      # PolynomialDecay over the first 4 epochs
     c.tfmot.frequency = 10          # steps between tfmot's mask updates
+    # HYDRA, two rows on one code path (`baselines.hydra`). `hydra_global` reads
+    # `hydra` (the global variant; it fine-tunes at `deadwood.learning_rate`):
     c.hydra = ml_collections.ConfigDict()
     c.hydra.score_epochs = 3
     c.hydra.score_learning_rate = 1e-3
+    c.hydra.scope = "global"        # top-k over the whole network
+    c.hydra.score_init = "magnitude"  # scores start at |w|
+    c.hydra.optimizer = "adam"
+    c.hydra.momentum = 0.0
+    c.hydra.weight_decay = 0.0
+    c.hydra.lr_schedule = "constant"
+    # `hydra` reads `hydra_published`: HYDRA as published (Sehwag et al., NeurIPS
+    # 2020; their code's train.py, configs/configs.yml, get_compact_net_adv_train.sh).
+    c.hydra_published = ml_collections.ConfigDict()
+    c.hydra_published.score_epochs = 1  # their 20 pruning : 100 fine-tune epochs -> 1 : 5 of 6
+    c.hydra_published.score_learning_rate = 0.1
+    c.hydra_published.learning_rate = 0.01  # fine-tuning (their --lr 0.01)
+    c.hydra_published.scope = "layer"   # GetSubnet: top-k within each layer
+    c.hydra_published.score_init = "scaled"  # sqrt(6 / fan_in) * w / max|w|
+    c.hydra_published.optimizer = "sgd"
+    c.hydra_published.momentum = 0.9
+    c.hydra_published.weight_decay = 1e-4  # L2 on the gradient, as torch.optim.SGD
+    c.hydra_published.lr_schedule = "cosine"  # per step here; theirs per epoch
+    # PQuantML 0.1.0 (`baselines.pquant`): each method's pruning_parameters, at the
+    # defaults of its config_<method>.yaml (the target sparsity comes from the row),
+    # plus `pruning_epochs` of the budget before its fine-tuning phase and how far
+    # the final sparsity may lie from the target (else the row fails).
+    c.pquant = ml_collections.ConfigDict()
+    c.pquant.mdmm = ml_collections.ConfigDict()
+    c.pquant.mdmm.pruning_epochs = 5  # their 200 pruning : 30 fine-tune epochs -> 5 : 1 of 6
+    c.pquant.mdmm.sparsity_tolerance = 0.002
+    c.pquant.mdmm.constraint_type = "Equality"
+    c.pquant.mdmm.target_value = 0.0
+    c.pquant.mdmm.metric_type = "UnstructuredSparsity"
+    c.pquant.mdmm.rf = 1
+    c.pquant.mdmm.epsilon = 1e-3    # |w| <= epsilon counts as pruned
+    c.pquant.mdmm.scale = 10.0
+    c.pquant.mdmm.damping = 1.0
+    c.pquant.mdmm.use_grad = False
+    c.pquant.mdmm.l0_mode = "coarse"
+    c.pquant.mdmm.scale_mode = "mean"
+    c.pquant.mdmm.constraint_lr = 1e-3
+    c.pquant.pdp = ml_collections.ConfigDict()
+    c.pquant.pdp.pruning_epochs = 5  # their 100 pruning : 20 fine-tune epochs -> 5 : 1 of 6
+    c.pquant.pdp.sparsity_tolerance = 0.002
+    # The mask's target ramps as min(1, epsilon * (epoch + 1)): their 0.015 reaches
+    # it after 67 of their 100 pruning epochs; 0.3 after 4 of these 5.
+    c.pquant.pdp.epsilon = 0.3
+    c.pquant.pdp.temperature = 1e-5
+    c.pquant.pdp.structured_pruning = False
     c.eval = ml_collections.ConfigDict()
     c.eval.eps = 0.2
     c.eval.fgsm = True

@@ -16,7 +16,7 @@ that seed (cached in `workdir`).
 
 Every method after the dense models is a switch of the one Deadwood mechanism
 (`DeadwoodModel` + `DeadwoodCallback`), except the external peers (tfmot,
-HYDRA): see `METHODS`.
+HYDRA, PQuantML): see `METHODS`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import os
 import time
 
 import keras
+import ml_collections
 import tensorflow as tf
 
 from deadwood_tf import attacks as attacks_lib
@@ -47,12 +48,16 @@ SPLITS = ("test", "validation")
 @dataclasses.dataclass(frozen=True)
 class Method:
     label: str
-    kind: str  # dense | dense_at | deadwood | tfmot | tfmot_at | hydra
+    kind: str  # dense | dense_at | deadwood | tfmot | tfmot_at | hydra | pquant
     # Switches of the Deadwood mechanism: "section.field" -> value, plus
     # "per_example" (one multiplier per example or per constraint) and
     # "fidelity_multiplier" (the initial lam; 0 with no dual step: no distillation).
     switches: tuple = ()
     group: str = "deadwood"  # deadwood | ablation | peer | reference | structured
+    # An external peer's settings: the config section ("tfmot", "pquant.mdmm")
+    # whose fields are its function's arguments. It trains at the benchmark's
+    # `deadwood.learning_rate` unless the section has its own `learning_rate`.
+    section: str = ""
 
 
 # Plain adversarial training is the Lagrangian with lam = 0, mu = 1 fixed, rho = 0
@@ -80,10 +85,24 @@ METHODS = {
                               (("per_example", False),), group="ablation"),
     "deadwood_no_l1": Method("Deadwood without the L1 term (rho 0)", "deadwood",
                              (("deadwood.sparsity_weight", 0.0),), group="ablation"),
-    "tfmot_at": Method("tfmot per-layer magnitude + AT fine-tune", "tfmot_at", group="peer"),
-    "tfmot": Method("tfmot per-layer magnitude + natural fine-tune", "tfmot", group="peer"),
+    "tfmot_at": Method("tfmot per-layer magnitude + AT fine-tune", "tfmot_at", group="peer",
+                       section="tfmot"),
+    "tfmot": Method("tfmot per-layer magnitude + natural fine-tune", "tfmot", group="peer",
+                    section="tfmot"),
     "hydra_global": Method("HYDRA, global variant (top-k over the network, |w| init, Adam)",
-                           "hydra", group="peer"),
+                           "hydra", group="peer", section="hydra"),
+    "hydra": Method(
+        "HYDRA as published (defaults: per-layer top-k, scaled score init, SGD momentum 0.9 "
+        "+ L2 1e-4, cosine; 1 score + 5 fine-tune epochs; PGD-AT loss, theirs TRADES)", "hydra",
+        group="peer", section="hydra_published"),
+    "pquant_mdmm": Method(
+        "PQuantML 0.1.0 MDMM (defaults: its config_mdmm.yaml, a sparsity constraint per "
+        "layer; 5 pruning + 1 fine-tune epochs; no quantization; Adam, PGD-AT)", "pquant",
+        group="peer", section="pquant.mdmm"),
+    "pquant_pdp": Method(
+        "PQuantML 0.1.0 PDP (defaults: its config_pdp.yaml but ramp 0.3 per epoch; soft "
+        "top-k mask per layer; 5 pruning + 1 fine-tune epochs; no quantization; Adam, PGD-AT)",
+        "pquant", group="peer", section="pquant.pdp"),
     # Channel pruning (issue 12): the row's sparsity is the fraction of MACs removed;
     # the model is shrunk (`shrink_model`) before it is scored, saved and counted.
     "deadwood_channel": Method(
@@ -155,9 +174,10 @@ def _fingerprint(config, method=None) -> str:
     With `method`, only the settings that method reads, after its switches:
     the dense models read data, model, attack and dense; a switch of the
     Deadwood mechanism reads its effective `deadwood` and `prune` sections; the
-    external peers read `prune`'s epochs, their own section and the learning
-    rate. So a change of Deadwood's defaults leaves the peers' rows valid (and
-    the plain-AT controls', whose switches fix every Lagrangian setting).
+    external peers read `prune`'s epochs, their own section (`Method.section`)
+    and, unless that section has its own, the learning rate. So a change of
+    Deadwood's defaults leaves the peers' rows valid (and the plain-AT
+    controls', whose switches fix every Lagrangian setting).
     """
     c = config.to_dict()
     for key in ("methods", "sparsities", "seeds", "verbose", "worst"):
@@ -171,14 +191,25 @@ def _fingerprint(config, method=None) -> str:
             keep.update(deadwood=eff.deadwood.to_dict(), prune=eff.prune.to_dict(),
                         switches=sorted(extra.items()))
         elif m.group != "reference":
-            keep.update(prune=c["prune"], learning_rate=c["deadwood"]["learning_rate"],
-                        **{k: c[k] for k in (m.kind.split("_")[0],) if k in c})
+            section = _section(config, m.section).to_dict()
+            keep.update(prune=c["prune"], **({m.section: section} if m.section else {}))
+            if "learning_rate" not in section:
+                keep["learning_rate"] = c["deadwood"]["learning_rate"]
         c = keep
     deadwood = c.get("deadwood")
     # Rows made before the field `deadwood.batch_norm` ran with its default: they stay valid.
     if deadwood is not None and deadwood.get("batch_norm") == default_config().deadwood.batch_norm:
         c["deadwood"] = {k: v for k, v in deadwood.items() if k != "batch_norm"}
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _section(config, name):
+    """`config`'s section `name`, dotted for a nested one ("pquant.mdmm"); "": none."""
+    if not name:
+        return ml_collections.ConfigDict()
+    for key in name.split("."):
+        config = config[key]
+    return config
 
 
 def row_name(method, sparsity, seed, variant=""):
@@ -310,24 +341,25 @@ def _deadwood(config, switches, dense_at, ds, sparsity, seed):
 def _peer(method, config, dense_at, ds, sparsity, seed):
     from deadwood_tf.benchmarks import baselines
 
-    p, attack = config.prune, attacks_lib.from_config(config.attack)
-    common = dict(epochs=p.solve_epochs + p.finetune_epochs, batch_size=config.data.batch_size,
-                  learning_rate=config.deadwood.learning_rate, seed=100 * seed + 2,
-                  verbose=_fit_verbose(config))
-    kind = METHODS[method].kind
-    if kind in ("tfmot", "tfmot_at"):
+    p, attack, m = config.prune, attacks_lib.from_config(config.attack), METHODS[method]
+    # The section's fields are the function's arguments (its own learning rate wins).
+    kwargs = {**dict(epochs=p.solve_epochs + p.finetune_epochs,
+                     batch_size=config.data.batch_size,
+                     learning_rate=config.deadwood.learning_rate, seed=100 * seed + 2,
+                     verbose=_fit_verbose(config)),
+              **_section(config, m.section).to_dict()}
+    if m.kind in ("tfmot", "tfmot_at"):
         return baselines.tfmot_magnitude(
             dense_at, ds, sparsity, model_name=config.model.name, width=config.model.width,
-            depth=config.model.depth, pruning_epochs=config.tfmot.pruning_epochs,
-            frequency=config.tfmot.frequency, attack=attack if kind == "tfmot_at" else None,
-            **common)
-    if kind == "hydra":
-        return baselines.hydra(dense_at, ds, sparsity, attack=attack,
-                               score_epochs=config.hydra.score_epochs,
-                               score_learning_rate=config.hydra.score_learning_rate, **common)
-    if kind == "l1_filter":
-        return baselines.l1_filter_at(dense_at, ds, sparsity, attack=attack, **common)
-    raise ValueError(f"Invalid method kind {kind!r} for {method!r}")
+            depth=config.model.depth, attack=attack if m.kind == "tfmot_at" else None, **kwargs)
+    if m.kind == "hydra":
+        return baselines.hydra(dense_at, ds, sparsity, attack=attack, **kwargs)
+    if m.kind == "pquant":
+        return baselines.pquant(dense_at, ds, sparsity, method=m.section.split(".")[-1],
+                                attack=attack, **kwargs)
+    if m.kind == "l1_filter":
+        return baselines.l1_filter_at(dense_at, ds, sparsity, attack=attack, **kwargs)
+    raise ValueError(f"Invalid method kind {m.kind!r} for {method!r}")
 
 
 def _size(model):
