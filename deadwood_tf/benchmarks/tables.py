@@ -168,6 +168,40 @@ def _structured(rows, groups):
     return lines
 
 
+def _latency(folder):
+    """The latency table of `tools/benchmark_latency.py` (seed 0), speed-ups against dense_at."""
+    path = os.path.join(folder, "latency", "seed0.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        result = json.load(f)
+    models = sorted(result["models"].values(),
+                    key=lambda e: (e["target"], e["method"] != "dense_at", e["method"]))
+    dense = next((e for e in models if e["method"] == "dense_at"), None)
+    threads = sorted({k.rsplit("_", 1)[1] for e in models for k in e if k.startswith("us_")})
+    m = result["machine"]
+    lines = [f"LiteRT latency, seed 0 (`{result['command']}`; {result['date'][:10]}; "
+             f"{m.get('cpu') or m.get('processor')}, {m['cpu_count']} CPUs"
+             f"{'; ' + m['note'] if m.get('note') else ''}). µs per single-example invoke, "
+             "median over rounds, all files interleaved; ×: dense_at's time / this file's. "
+             "`deadwood` is unstructured (sparse storage).", "",
+             "| model | target | MACs | params | fp32 / int8 bytes | " +
+             " | ".join(f"{k} {t.upper()}" for k in ("fp32", "int8") for t in threads) +
+             " | clean | PGD-20 |", "|---" * (7 + 2 * len(threads)) + "|"]
+    for e in models:
+        cells = []
+        for k in ("fp32", "int8"):
+            for t in threads:
+                us = e[f"us_{k}_{t}"]
+                ratio = dense[f"us_{k}_{t}"] / us if dense else float("nan")
+                cells.append(f"{us:.0f} ({ratio:.2f}×)")
+        macs = f"{e['macs'] / 1e6:.1f}M" if e.get("macs") else ""
+        lines.append(f"| {e['method']} | {e['target']:g} | {macs} | {e.get('params') or 0:,} | "
+                     f"{e['bytes_fp32']:,} / {e['bytes_int8']:,} | " + " | ".join(cells) +
+                     f" | {100 * e['clean']:.1f} | {100 * e['pgd']:.1f} |")
+    return lines
+
+
 def _worst(folder):
     rows = load_rows(os.path.join(folder, "worst"))
     if not rows:
@@ -209,6 +243,9 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
     structured = _structured(rows, groups)
     if structured:
         out += structured + [""]
+    latency = _latency(folder)
+    if latency:
+        out += latency + [""]
     worst = _worst(folder)
     if worst:
         out += worst + [""]
