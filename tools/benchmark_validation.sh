@@ -20,3 +20,12 @@ for S in 0.95 0.99; do
   $B --config.methods=gradual_magnitude_at,global_magnitude_at --variant=lr3e-4 \
      --config.deadwood.learning_rate=3e-4
 done
+# Round 2: the best of round 1 (dual step 1.0) against the defaults on a second seed,
+# and a larger step, to see whether the trend continues.
+for S in 0.95 0.99; do
+  B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W \
+     --config.split=validation --config.seeds=0,1 --config.sparsities=$S"
+  $B --config.methods=deadwood,gradual_magnitude_at
+  $B --config.methods=deadwood --variant=dual1 --config.deadwood.dual_step_size=1.0
+  $B --config.methods=deadwood --variant=dual3 --config.deadwood.dual_step_size=3.0
+done

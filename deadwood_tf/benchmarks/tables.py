@@ -105,7 +105,7 @@ def _paired(groups, sparsity, headline):
             continue
         group = other[seeds[0]].get("group")
         pgd_mean = float(np.mean([other[s]["pgd"] for s in other]))
-        if group == "peer" and pgd_mean > best_pgd and len(other) >= len(base):
+        if group == "peer" and pgd_mean > best_pgd and len(seeds) >= min(3, len(base)):
             best_peer, best_pgd = key[0], pgd_mean
         cells = []
         for fig in ("clean", "pgd"):
@@ -238,7 +238,8 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
         if paired:
             out += paired + [""]
             if best:
-                out += [f"Best peer at {s:g} (highest mean PGD-20 with all seeds): `{best}`.", ""]
+                out += [f"Best peer at {s:g} (highest mean PGD-20, at least 3 seeds shared "
+                        f"with {headline}): `{best}`.", ""]
     out += _targets(groups, protocol, headline) + [""]
     structured = _structured(rows, groups)
     if structured:
