@@ -240,7 +240,9 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
             if best:
                 out += [f"Best peer at {s:g} (highest mean PGD-20, at least 3 seeds shared "
                         f"with {headline}): `{best}`.", ""]
-    out += _targets(groups, protocol, headline) + [""]
+    targets = _targets(groups, protocol, headline)
+    if targets:
+        out += targets + [""]
     structured = _structured(rows, groups)
     if structured:
         out += structured + [""]
@@ -250,14 +252,18 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
     worst = _worst(folder)
     if worst:
         out += worst + [""]
-    validation = load_rows(os.path.join(folder, "validation"))
+    validation = _groups(load_rows(os.path.join(folder, "validation")))
     if validation:
-        out += ["Validation sweep (validation split, seed 0; %):", "",
-                "| variant | sparsity | clean | PGD-20 |", "|---|---|---|---|"]
-        for r in sorted(validation, key=lambda r: (r["target_sparsity"], -r["pgd"])):
-            name = r["method"] + (f"-{r['variant']}" if r.get("variant") else "")
-            out.append(f"| {name} | {r['target_sparsity']:g} | {100 * r['clean']:.2f} | "
-                       f"{100 * r['pgd']:.2f} |")
+        out += ["Validation sweep (validation split: 1,000 held-out training examples; mean "
+                "over the seeds run; %). Variants are named by their change from the "
+                "defaults (`tools/benchmark_validation.sh`).", "",
+                "| variant | sparsity | seeds | clean | PGD-20 |", "|---|---|---|---|---|"]
+        for key in sorted(validation, key=lambda k: (
+                k[1], -np.mean([r["pgd"] for r in validation[k].values()]))):
+            runs = [validation[key][x] for x in sorted(validation[key])]
+            out.append(f"| {key[0]} | {key[1]:g} | {','.join(str(r['seed']) for r in runs)} | "
+                       f"{100 * np.mean([r['clean'] for r in runs]):.2f} | "
+                       f"{100 * np.mean([r['pgd'] for r in runs]):.2f} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
