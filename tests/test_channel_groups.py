@@ -276,6 +276,25 @@ def test_filter_l1_norms_read_the_producers_filters():
     assert norms[g.index] == pytest.approx(np.abs(kernel[..., 2]).sum(), rel=1e-6)
 
 
+def test_filter_l1_ranks_per_layer_cut_the_same_fraction_of_each_layer_lowest_first():
+    pruned = dw.prune_model(branches())
+    groups = cg.channel_groups(pruned)
+    norms = cg.filter_l1_norms(pruned, groups)
+    ranks = cg.filter_l1_norms(pruned, groups, per_layer=True)
+    families = {}
+    for g in groups.groups:
+        families.setdefault(tuple(sorted({l for l, _ in g.channels})), []).append(g.index)
+    assert len(families) > 1
+    for members in families.values():
+        m = np.asarray(members)
+        assert sorted(ranks[m]) == pytest.approx((np.arange(len(m)) + 1) / len(m))
+        assert np.all(np.diff(norms[m][np.argsort(ranks[m])]) >= 0)  # rank follows L1
+    cg.cut_channels(pruned, 0.5, normalize="none", groups=groups, energies=ranks)
+    cut = cg.zero_groups(pruned, groups)
+    fractions = [cut[np.asarray(m)].mean() for m in families.values()]
+    assert max(fractions) - min(fractions) <= max(1 / len(m) for m in families.values()) + 1e-9
+
+
 def test_apply_sparsity_channel_pattern_cuts_flops_and_keep_masks_refuses_it():
     pruned = dw.prune_model(branches())
     removed = dw.apply_sparsity(pruned, 0.5, pattern="channel")
