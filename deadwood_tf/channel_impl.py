@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 UNITS = ("flops", "channels")
-NORMALIZE = ("size", "macs", "none")
+NORMALIZE = ("layer", "size", "macs", "none")
 
 
 def check_fraction(value, name: str) -> float:
@@ -79,14 +79,31 @@ def macs(t: MacTables, keep: np.ndarray) -> int:
 
 def group_scores(energies, sizes, group_macs, normalize: str = "size") -> np.ndarray:
     """A group's score: its squared L2 norm (`energies`) divided by its number of
-    weights ("size": the mean square, so wide and narrow groups compare), by the
-    MACs it costs ("macs": importance per MAC saved), or not at all ("none")."""
+    weights ("size": the mean square, so wide and narrow groups compare; "layer"
+    starts from it, see `relative_to_family`), by the MACs it costs ("macs":
+    importance per MAC saved), or not at all ("none")."""
     check_choice(normalize, "normalize", NORMALIZE)
     energies = np.asarray(energies, np.float64)
     if normalize == "none":
         return energies
-    denom = np.asarray(sizes if normalize == "size" else group_macs, np.float64)
+    denom = np.asarray(group_macs if normalize == "macs" else sizes, np.float64)
     return energies / np.maximum(denom, 1.0)
+
+
+def relative_to_family(scores, families, live) -> np.ndarray:
+    """`scores` divided by the mean score of the live groups of the same family
+    (groups whose channels come from the same producer layers): a group is
+    ranked by how it compares with its own layer's channels (Torch-Pruning's
+    "mean" normalizer), so that layers whose weights are smaller overall (deeper,
+    wider fan-in) are not emptied first."""
+    scores = np.asarray(scores, np.float64)
+    out = scores.copy()
+    families = np.asarray(families)
+    for f in np.unique(families):
+        members = (families == f) & live
+        mean = scores[members].mean() if members.any() else 0.0
+        out[families == f] = scores[families == f] / mean if mean > 0 else 0.0
+    return out
 
 
 def groups_to_cut(scores, already_cut, target: float, tables: MacTables,

@@ -181,7 +181,7 @@ def test_scores_divide_by_size_or_macs():
 def test_shrunk_model_matches_the_masked_one_and_is_smaller(build, tmp_path):
     model = build()
     pruned = dw.prune_model(model)
-    cg.cut_channels(pruned, 0.5)
+    cg.cut_channels(pruned, 0.5, normalize="size")  # the score that cuts parameters most
     x = np.random.default_rng(1).uniform(0, 1, (16, *model.input_shape[1:])).astype("float32")
     small = shrink_model(pruned, sample_inputs=x)
     ref = keras.ops.convert_to_numpy(pruned(x))
@@ -237,7 +237,7 @@ def test_shrink_stays_exact_when_fine_tuning_moves_a_cut_channels_beta():
 def test_shrunk_model_exports_dense_float_and_int8(tmp_path, seed, widened):
     keras.utils.set_random_seed(seed)
     pruned = dw.prune_model(residual())
-    cg.cut_channels(pruned, 0.5)
+    cg.cut_channels(pruned, 0.5, normalize="size")  # the cut that leaves c1 1 channel
     small = shrink_model(pruned)
     x = np.random.default_rng(2).uniform(0, 1, (32, 8, 8, 3)).astype("float32")
     for quantize in (None, "int8"):
@@ -274,6 +274,21 @@ def test_filter_l1_norms_read_the_producers_filters():
     kernel = pruned.get_layer("b").kernel.numpy()
     g = _group_with(groups, "b", 2)
     assert norms[g.index] == pytest.approx(np.abs(kernel[..., 2]).sum(), rel=1e-6)
+
+
+def test_layer_score_ranks_each_group_against_its_own_layer():
+    from deadwood_tf.masks import mask_of
+
+    model = residual()
+    c1 = model.get_layer("c1")
+    c1.kernel.assign(c1.kernel * 0.01)  # one layer's weights 100x smaller
+    kept = {}
+    for normalize in ("layer", "size"):
+        pruned = dw.prune_model(model)
+        cg.cut_channels(pruned, 0.5, normalize=normalize)
+        mask = keras.ops.convert_to_numpy(mask_of(pruned.get_layer("c1").kernel))
+        kept[normalize] = int(np.sum(np.any(mask != 0, axis=(0, 1, 2))))
+    assert kept["size"] == 1 and kept["layer"] >= 3  # "size" empties the small layer
 
 
 def test_filter_l1_ranks_per_layer_cut_the_same_fraction_of_each_layer_lowest_first():
