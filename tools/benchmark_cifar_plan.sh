@@ -7,8 +7,8 @@ export PYTHONPATH=$PWD
 W=${1:-runs/benchmark}
 B="python tools/benchmark.py --config=configs/benchmark_cifar.py --workdir=$W"
 $B --config.methods=dense,dense_at,gradual_magnitude_at,global_magnitude_at
-$B --config.methods=l1_filter_at,gradual_channel_at --config.sparsities=0.5
 $B --config.methods=deadwood
-$B --config.methods=deadwood_channel --config.sparsities=0.5
-$B --config.methods=l1_filter_at,deadwood_channel,gradual_channel_at --config.sparsities=0.25,0.75
-$B --config.methods=deadwood --config.sparsities=0.25,0.5,0.75
+$B --config.methods=deadwood_channel,l1_filter_at,deadwood --config.sparsities=0.5
+$B --config.methods=deadwood_channel,l1_filter_at --config.sparsities=0.25,0.75
+$B --config.methods=gradual_channel_at --config.sparsities=0.5
+$B --config.methods=deadwood --config.sparsities=0.25,0.75
