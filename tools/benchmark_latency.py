@@ -71,8 +71,8 @@ def main(argv):
             continue
         model = keras.models.load_model(path)
         sparse = r["method"] == "deadwood"
-        entry = {"method": r["method"], "target": r["target_sparsity"], "macs": r.get("macs"),
-                 "params": r.get("params"), "clean": r["clean"], "pgd": r["pgd"]}
+        entry = {"method": r["method"], "target": r["target_sparsity"], **runner._size(model),
+                 "clean": r["clean"], "pgd": r["pgd"]}
         for kind, quantize in (("fp32", None), ("int8", "int8")):
             out = os.path.join(tdir, f"{name}_{kind}.tflite")
             info = export.export_tflite(

@@ -163,7 +163,7 @@ def _structured(rows, groups):
                 f"| {key[0]} | {np.mean(cut) if cut else 0:.3f} ({key[1]:g}) | "
                 f"{','.join(str(r['seed']) for r in runs)} | "
                 f"{np.mean(macs) / 1e6 if macs else float('nan'):.2f}M | "
-                f"{np.mean([r.get('params', 0) for r in runs]):,.0f} | "
+                f"{np.mean([r['params'] for r in runs if r.get('params')] or [0]):,.0f} | "
                 f"{_ms([r['clean'] for r in runs])} | {_ms([r['pgd'] for r in runs])} |")
     return lines
 
@@ -238,7 +238,7 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
         if paired:
             out += paired + [""]
             if best:
-                out += [f"Best peer at {s:g} (highest mean PGD-20, at least 3 seeds shared "
+                out += [f"Best peer at {s:g} (highest mean PGD-20, sharing at least min(3, its seeds) seeds "
                         f"with {headline}): `{best}`.", ""]
     targets = _targets(groups, protocol, headline)
     if targets:
