@@ -480,6 +480,14 @@ def group_energies(model, groups: ChannelGroups) -> np.ndarray:
     return out
 
 
+def _families(groups: ChannelGroups) -> np.ndarray:
+    """Per group: an id shared by the groups whose channels come from the same
+    producer layers (a layer's channels, or a residual stream's)."""
+    keys = [tuple(sorted({layer for layer, _ in g.channels})) for g in groups.groups]
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return np.array([index[k] for k in keys], dtype=int)
+
+
 def filter_l1_norms(model, groups: ChannelGroups, per_layer: bool = False) -> np.ndarray:
     """Per group: the L1 norm of its producers' filters (`W * M`), the criterion of
     L1-norm filter pruning (Li et al., 2017); pass it as `cut_channels(energies=)`
@@ -500,12 +508,10 @@ def filter_l1_norms(model, groups: ChannelGroups, per_layer: bool = False) -> np
             out[g] += float(np.sum(np.abs(v)))
     if not per_layer:
         return out
-    families = {}
-    for g in groups.groups:
-        families.setdefault(tuple(sorted({layer for layer, _ in g.channels})), []).append(g.index)
+    family = _families(groups)
     ranks = np.zeros_like(out)
-    for members in families.values():
-        members = np.asarray(members)
+    for f in np.unique(family):
+        members = np.flatnonzero(family == f)
         order = np.argsort(out[members], kind="stable")
         ranks[members[order]] = (np.arange(len(members)) + 1) / len(members)
     return ranks
@@ -599,10 +605,7 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "la
         np.array([g.macs for g in groups.groups]), normalize)
     already = zero_groups(model, groups)
     if normalize == "layer":
-        families = [tuple(sorted({layer for layer, _ in g.channels})) for g in groups.groups]
-        index = {f: i for i, f in enumerate(dict.fromkeys(families))}
-        scores = channel_impl.relative_to_family(scores, [index[f] for f in families],
-                                                 ~already)
+        scores = channel_impl.relative_to_family(scores, _families(groups), ~already)
     if isinstance(min_channels, bool) or not isinstance(min_channels, (int, np.integer)) \
             or min_channels < 1:
         raise ValueError("Invalid value for argument `min_channels`: expected an int >= 1. "

@@ -28,9 +28,18 @@ def _versions() -> dict:
     return out
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
 def _machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count()}
+            "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
 
 
 def _plots(workdir, report, dataset, multipliers) -> dict:

@@ -43,13 +43,10 @@ flags.mark_flags_as_required(["config"])
 MODELS = ("dense_at", "deadwood_channel", "gradual_channel_at", "l1_filter_at", "deadwood")
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+def _command(argv) -> str:
+    """The command, without flags naming this machine's paths or notes (the note is
+    stored on its own; the workdir holds only models, not results)."""
+    return " ".join(a for a in argv if not a.startswith(("--workdir", "--machine_note")))
 
 
 def main(argv):
@@ -93,9 +90,9 @@ def main(argv):
                 e[f"us_{k}_{t}t"] = us[e[f"file_{k}"]]
     result = {"protocol": config.protocol, "seed": 0, "models": files,
               "timing_seconds": time.time() - t0, "rounds": _ROUNDS.value,
-              "invokes": _INVOKES.value, "command": " ".join(sys.argv),
+              "invokes": _INVOKES.value, "command": _command(sys.argv),
               "machine": {**report._machine(), "machine": platform.machine(),
-                          "cpu": _cpu_name(), "note": _NOTE.value},
+                          "note": _NOTE.value},
               "versions": report._versions(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     runner._write_json(os.path.join(folder, "latency", "seed0.json"), result)
