@@ -560,7 +560,7 @@ def _apply(model, groups: ChannelGroups, cut: np.ndarray):
 
 def cut_channels(model, target: float, unit: str = "flops", normalize: str = "layer",
                  groups: ChannelGroups | None = None, energies=None,
-                 min_channels: int = 1) -> dict:
+                 min_channels: int = 1, round_to: int = 1) -> dict:
     """Cuts whole channel groups of a wrapped model, in place, lowest scores first.
 
     Groups already cut stay cut (a channel once cut stays cut); the cut then
@@ -587,6 +587,13 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "la
         is legal; if its channel is dead on the calibration data, the int8
         export widens its range so that XNNPack takes the file
         (docs/int8_xnnpack.md).
+      round_to: every producer keeps a multiple of this many output channels
+        (or its full width), never fewer than `round_to`: the cut removes
+        whole aligned blocks, lowest mean score first, and may pass `target`
+        by one block. 8 makes the shrunk model run at the speed its MACs
+        promise on x86 and ARM SIMD kernels (docs/benchmarks.md: a ResNet-20 at
+        12/24/48 channels cut to 50% of its MACs ran 1.58x faster; aligned to
+        8, 2.1x).
 
     Returns:
       dict with `groups_cut`, `groups`, `macs`, `dense_macs`, `flops_removed`.
@@ -611,7 +618,7 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "la
         raise ValueError("Invalid value for argument `min_channels`: expected an int >= 1. "
                          f"Received: min_channels={min_channels!r}")
     cut = channel_impl.groups_to_cut(scores, already, target, groups.tables, unit,
-                                     min_channels=int(min_channels))
+                                     min_channels=int(min_channels), multiple=round_to)
     _apply(model, groups, cut)
     dense = groups.total_macs
     macs = groups.macs(~cut)

@@ -106,15 +106,29 @@ def relative_to_family(scores, families, live) -> np.ndarray:
     return out
 
 
+def check_multiple(value, name: str = "round_to") -> int:
+    """`value` as an int >= 1, or a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Invalid value for argument `{name}`: expected an int >= 1. "
+                         f"Received: {name}={value!r}")
+    return int(value)
+
+
 def groups_to_cut(scores, already_cut, target: float, tables: MacTables,
-                  unit: str = "flops", min_channels: int = 1) -> np.ndarray:
+                  unit: str = "flops", min_channels: int = 1, multiple: int = 1) -> np.ndarray:
     """The groups to cut: those `already_cut`, then live groups by increasing score
     until `target` of the MACs (`unit="flops"`) or of the groups ("channels") is
     removed. A group is skipped when cutting it would leave a kernel layer with
-    fewer than `min_channels` output channels (layer collapse). Returns a bool
-    array, True for cut."""
+    fewer than `min_channels` output channels (layer collapse). With `multiple`
+    > 1 the cut goes in aligned blocks instead (`_aligned_cut`): every producer
+    keeps a multiple of `multiple` output channels, or its full width. Returns
+    a bool array, True for cut."""
     target = check_fraction(target, "target")
     check_choice(unit, "unit", UNITS)
+    multiple = check_multiple(multiple)
+    if multiple > 1:
+        return _aligned_cut(np.asarray(scores, np.float64), np.asarray(already_cut, bool),
+                            target, tables, unit, max(int(min_channels), multiple), multiple)
     scores = np.asarray(scores, np.float64)
     cut = np.asarray(already_cut, bool).copy()
     g = len(scores)
@@ -146,6 +160,54 @@ def groups_to_cut(scores, already_cut, target: float, tables: MacTables,
     return cut
 
 
+def _aligned_cut(scores, already_cut, target, tables, unit, floor, multiple):
+    """`groups_to_cut` in blocks: the groups of one family (same producer
+    layers) go lowest score first, from its current width down to the next
+    lower multiple of `multiple` (12 -> 8 -> ...; never below `floor`); the
+    block with the lowest mean score goes next, until `target` is reached (the
+    last block may pass it by up to `multiple` channels of one family).
+
+    SIMD kernels compute output channels in tiles (XNNPack's float and int8
+    convolutions on x86: 16 or 8 wide), so a layer cut from 24 to 18 channels
+    costs about as much time as at 24: aligned widths are what make a cut fast."""
+    cut = already_cut.copy()
+    g = len(scores)
+    f = tables.factor.astype(np.float64)
+
+    def total(keep):
+        n_in, n_out = [x.astype(np.float64) for x in _layer_channels(tables, keep)]
+        return float(np.sum(np.where(tables.depthwise, f * n_out, f * n_in * n_out)))
+
+    dense = total(np.ones(g, bool))
+    goal = (target * dense) if unit == "flops" else round(target * g)
+    producers = [tuple(np.nonzero(tables.out_counts[:, i])[0]) for i in range(g)]
+    families = {}
+    for i, key in enumerate(producers):
+        families.setdefault(key, []).append(i)
+
+    def next_block(members):
+        live = sorted((i for i in members if not cut[i]), key=lambda i: (scores[i], i))
+        if not producers[members[0]]:
+            return None
+        width = int(_layer_channels(tables, ~cut)[1][producers[members[0]][0]])
+        lower = multiple * ((width - 1) // multiple)
+        n = width - lower
+        if lower < floor or n > len(live):
+            return None
+        return live[:n]
+
+    while True:
+        done = (dense - total(~cut)) if unit == "flops" else int(cut.sum())
+        if done >= goal - 1e-9:
+            break
+        blocks = [b for b in (next_block(m) for m in families.values()) if b]
+        if not blocks:
+            break
+        best = min(blocks, key=lambda b: (float(np.mean(scores[b])), b[0]))
+        cut[best] = True
+    return cut
+
+
 def round_kept(keep: np.ndarray, producers: Sequence[np.ndarray], multiple: int,
                scores=None) -> np.ndarray:
     """Restores cut groups so that every producer keeps a multiple of `multiple`
@@ -153,9 +215,7 @@ def round_kept(keep: np.ndarray, producers: Sequence[np.ndarray], multiple: int,
     the group id of each output channel, -1 for never pruned). The restored
     groups are those with the highest `scores` (default: the first ones). A
     restored group is a zero channel: exact, only wider."""
-    if not isinstance(multiple, (int, np.integer)) or isinstance(multiple, bool) or multiple < 1:
-        raise ValueError("Invalid value for argument `round_to`: expected a positive int. "
-                         f"Received: round_to={multiple!r}")
+    check_multiple(multiple)
     keep = np.asarray(keep, bool).copy()
     prio = np.zeros(len(keep)) if scores is None else -np.asarray(scores, np.float64)
     for ids in producers:

@@ -71,6 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.prune.scope = "global"        # global | layer
     c.prune.min_keep = 0
     c.prune.pattern = ""            # "" | block "1x4", "4x4" (input x output axis) | N:M "2:4" | "channel" (target = MACs fraction; shrunk model)
+    c.prune.round_to = 1            # channel: each layer keeps a multiple of it (8: SIMD-aligned, fast)
     c.prune.solve_epochs = 3
     c.prune.finetune_epochs = 3
 

@@ -225,7 +225,7 @@ def strip_pruning(model, inplace: bool = False) -> keras.Model:
 
 
 def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
-                   pattern=None) -> float:
+                   pattern=None, round_to: int = 1) -> float:
     """Cuts a pruned model (or a DeadwoodModel's student) to `sparsity`, in place.
 
     The lowest-magnitude live weights are masked; a cut never unmasks: weights
@@ -242,7 +242,9 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
     (`channel_groups.cut_channels`, global, groups ranked by their mean squared
     weight), and `sparsity` is the fraction of the MACs of the convolution and
     dense layers to remove; `min_keep` (an int) is then the fewest output
-    channels a layer keeps (at least 1). `shrink.shrink_model` then removes them.
+    channels a layer keeps (at least 1), and every layer keeps a multiple of
+    `round_to` channels (or all of them; see `cut_channels`).
+    `shrink.shrink_model` then removes them.
 
     Returns:
       The global sparsity after the cut; with `pattern="channel"`, the fraction
@@ -250,7 +252,11 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
     """
     sparsity = pruning_impl.check_sparsity(sparsity, "sparsity")
     if pruning_impl.check_pattern(pattern) == ("channel",):
-        return _cut_channel_groups(model, sparsity, scope, min_keep)
+        return _cut_channel_groups(model, sparsity, scope, min_keep, round_to)
+    if round_to != 1:
+        raise ValueError("Invalid value for argument `round_to`: it aligns channel cuts "
+                         f"(pattern='channel') only. Received: round_to={round_to!r} with "
+                         f"pattern={pattern!r}")
     entries = pruned_weights(model)
     if not entries:
         raise ValueError(
@@ -270,7 +276,7 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
     return sparsity_report(model).sparsity
 
 
-def _cut_channel_groups(model, sparsity, scope, min_keep) -> float:
+def _cut_channel_groups(model, sparsity, scope, min_keep, round_to=1) -> float:
     from deadwood_tf import channel_groups  # it reads masks through this module
 
     if scope != "global":
@@ -280,7 +286,8 @@ def _cut_channel_groups(model, sparsity, scope, min_keep) -> float:
         raise ValueError("Invalid value for argument `min_keep`: with pattern='channel', the "
                          "fewest output channels per layer (an int >= 0; 0 means 1). "
                          f"Received: min_keep={min_keep!r}")
-    info = channel_groups.cut_channels(model, sparsity, min_channels=max(1, int(min_keep)))
+    info = channel_groups.cut_channels(model, sparsity, min_channels=max(1, int(min_keep)),
+                                       round_to=round_to)
     return info["flops_removed"]
 
 

@@ -169,6 +169,53 @@ def test_groups_to_cut_ranks_by_score_and_guards_layers():
     assert cut.tolist() == [True, False, True, False]
 
 
+def test_aligned_cut_keeps_multiples_lowest_scores_first_and_reaches_the_target():
+    # layer 0: 12 output channels (groups 0-11) from a fixed input; layer 1: 16
+    # (groups 12-27) from them; layer 2 reads those and has 10 fixed outputs.
+    tables = channel_impl.mac_tables(
+        [[-1] * 3, list(range(12)), list(range(12, 28))],
+        [list(range(12)), list(range(12, 28)), [-1] * 10], [9, 9, 1], [False] * 3, 28)
+    scores = np.random.default_rng(0).uniform(size=28)
+    dense = channel_impl.macs(tables, np.ones(28, bool))
+    for target in (0.2, 0.4, 0.6):
+        cut = channel_impl.groups_to_cut(scores, np.zeros(28, bool), target, tables,
+                                         multiple=8)
+        widths = [int((~cut[:12]).sum()), int((~cut[12:]).sum())]
+        assert widths[0] in (12, 8) and widths[1] in (16, 8), widths
+        assert 1 - channel_impl.macs(tables, ~cut) / dense >= target
+        for family in (slice(0, 12), slice(12, 28)):  # within a layer, lowest scores go
+            s, c = scores[family], cut[family]
+            assert not c.any() or c.all() or s[c].max() <= s[~c].min()
+    # no layer below `multiple`: at most 12->8 and 16->8 can go
+    cut = channel_impl.groups_to_cut(scores, np.zeros(28, bool), 0.95, tables, multiple=8)
+    assert int((~cut[:12]).sum()) == 8 and int((~cut[12:]).sum()) == 8
+    with pytest.raises(ValueError, match="`round_to`"):
+        channel_impl.groups_to_cut(scores, np.zeros(28, bool), 0.5, tables, multiple=0)
+
+
+def test_cut_channels_round_to_gives_aligned_widths_that_shrink_exactly():
+    x = inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(12, 3, padding="same", activation="relu", name="c0")(x)
+    x = L.Conv2D(20, 3, padding="same", activation="relu", name="c1")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    model = _randomize_norms(keras.Model(inp, L.Dense(4, name="logits")(x)))
+    pruned = dw.prune_model(model)
+    info = cg.cut_channels(pruned, 0.4, round_to=8)
+    assert info["flops_removed"] >= 0.4
+    x = np.random.default_rng(1).uniform(0, 1, (8, 8, 8, 3)).astype("float32")
+    small = shrink_model(pruned, sample_inputs=x)
+    widths = [l.filters for l in small.layers if isinstance(l, L.Conv2D)]
+    assert widths[0] in (12, 8) and widths[1] in (20, 16, 8) and widths != [12, 20], widths
+    ref = keras.ops.convert_to_numpy(pruned(x))
+    assert np.max(np.abs(keras.ops.convert_to_numpy(small(x)) - ref)) <= 1e-5
+    with pytest.raises(ValueError, match="`round_to`"):
+        dw.apply_sparsity(dw.prune_model(model), 0.5, round_to=8)  # unstructured: refused
+    with pytest.raises(ValueError, match="`round_to`"):
+        dw.DeadwoodCallback(0.5, round_to=8)
+    with pytest.raises(ValueError, match="`round_to`"):
+        dw.DeadwoodCallback(0.5, pattern="channel", round_to=0)
+
+
 def test_scores_divide_by_size_or_macs():
     s = channel_impl.group_scores([4.0, 4.0], [2, 4], [10, 40], "size")
     assert s.tolist() == [2.0, 1.0]

@@ -12,3 +12,7 @@ $B --config.methods=deadwood_channel,l1_filter_at,deadwood --config.sparsities=0
 $B --config.methods=deadwood_channel,l1_filter_at --config.sparsities=0.25,0.75
 $B --config.methods=gradual_channel_at --config.sparsities=0.5
 $B --config.methods=deadwood --config.sparsities=0.25,0.75
+# The best MNIST peer at 95% (issue 11), with its validation-chosen settings.
+$B --config.methods=hydra_global --config.sparsities=0.95
+# Widths aligned to multiples of 8 (prune.round_to; issue 12's latency target).
+$B --config.methods=deadwood_channel_r8,l1_filter_at_r8 --config.sparsities=0.5

@@ -29,3 +29,16 @@ for S in 0.95 0.99; do
   $B --config.methods=deadwood --variant=dual1 --config.deadwood.dual_step_size=1.0
   $B --config.methods=deadwood --variant=dual3 --config.deadwood.dual_step_size=3.0
 done
+# Round 3: the peers' settings (95%, seed 0): each peer at its defaults and at two
+# candidates, the step sizes its authors tune first. The best on validation PGD-20
+# (clean breaking ties) becomes its setting in configs/benchmark_full.py, at every sparsity.
+B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W \
+   --config.split=validation --config.seeds=0 --config.sparsities=0.95"
+$B --config.methods=tfmot_at,hydra_global,hydra,pquant_pdp
+$B --config.methods=tfmot_at,pquant_pdp --variant=lr3e-4 --config.deadwood.learning_rate=3e-4
+$B --config.methods=tfmot_at --variant=pe2 --config.tfmot.pruning_epochs=2
+$B --config.methods=pquant_pdp --variant=eps0.6 --config.pquant.pdp.epsilon=0.6
+$B --config.methods=hydra_global --variant=slr1e-2 --config.hydra.score_learning_rate=1e-2
+$B --config.methods=hydra_global --variant=slr1e-4 --config.hydra.score_learning_rate=1e-4
+$B --config.methods=hydra --variant=lr1e-3 --config.hydra_published.learning_rate=1e-3
+$B --config.methods=hydra --variant=slr1e-2 --config.hydra_published.score_learning_rate=1e-2

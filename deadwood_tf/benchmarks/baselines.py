@@ -120,7 +120,7 @@ def _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate
 
 
 def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
-                 learning_rate=1e-3, seed=0, verbose=2):
+                 learning_rate=1e-3, seed=0, verbose=2, round_to=1):
     """L1-norm filter pruning (Li et al., 2017) with adversarial fine-tuning.
 
     The channel groups of `dense` (`channel_groups`) are ranked by the L1 norm
@@ -129,13 +129,14 @@ def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
     training. Li et al. prune layer by layer with a sensitivity analysis; the
     global ranking here gives the same budget as structured Deadwood's cut.
     Returns the stripped model (cut channels are zero: `shrink_model` removes
-    them)."""
+    them). `round_to`: every layer keeps a multiple of it (`cut_channels`)."""
     from deadwood_tf import channel_groups as cg
 
     wrapped = prune.prune_model(dense)
     groups = cg.channel_groups(wrapped)
     cg.cut_channels(wrapped, flops_fraction, normalize="none", groups=groups,
-                    energies=cg.filter_l1_norms(wrapped, groups, per_layer=True))
+                    energies=cg.filter_l1_norms(wrapped, groups, per_layer=True),
+                    round_to=round_to)
     return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
                                  verbose)
 
