@@ -346,7 +346,10 @@ class ARTAttack(Attack):
             model=lambda t, training=False: model_fn(t), nb_classes=int(logits.shape[-1]),
             input_shape=tuple(x.shape[1:]),
             clip_values=None if self.clip_min is None else (self.clip_min, self.clip_max),
-            loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            loss_object=self._loss_object())
+
+    def _loss_object(self):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def __call__(self, model_fn, x, y=None):
         x = np.asarray(x, dtype="float32")
@@ -613,6 +616,32 @@ def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_
 # ---------------------------------------------------------------- APGD and attacks by name
 
 
+class DifferenceOfLogitsRatio:
+    """APGD-DLR's loss (Croce and Hein, 2020), vectorised, as ART's classifier calls it.
+
+    `-(z_y - max_{i != y} z_i) / (z_(1) - z_(3))` per example, the `z_(k)` the
+    sorted logits; the same values as the loss ART builds for
+    `loss_type="difference_logits_ratio"`, whose TensorFlow form loops over the
+    examples in Python and made APGD-DLR 3x slower than APGD-CE. `y_true` is
+    one-hot (ART passes it so); `reduction` is set by ART: "none", "sum" or a mean.
+    """
+
+    def __init__(self):
+        self.reduction = "sum_over_batch_size"
+
+    def __call__(self, y_true, y_pred):
+        z = tf.convert_to_tensor(y_pred)
+        y = tf.argmax(tf.convert_to_tensor(y_true), axis=1, output_type=tf.int32)
+        z_y = tf.gather(z, y, axis=1, batch_dims=1)
+        is_y = tf.one_hot(y, tf.shape(z)[1], on_value=True, off_value=False)
+        other = tf.reduce_max(tf.where(is_y, tf.fill(tf.shape(z), z.dtype.min), z), axis=1)
+        top = tf.math.top_k(z, k=3).values
+        dlr = -(z_y - other) / (top[:, 0] - top[:, 2])
+        if self.reduction == "none":
+            return dlr
+        return tf.reduce_sum(dlr) if self.reduction == "sum" else tf.reduce_mean(dlr)
+
+
 @keras.saving.register_keras_serializable(package="deadwood_tf")
 class APGD(ARTAttack):
     """ART's Auto-PGD (Croce and Hein, 2020) with one loss: "ce" or "dlr".
@@ -648,7 +677,14 @@ class APGD(ARTAttack):
         return AutoProjectedGradientDescent(
             estimator=classifier, norm=self.norm, eps=self.eps, eps_step=2 * self.eps / 10,
             max_iter=self.steps, nb_random_init=self.restarts,
-            loss_type=self.LOSSES[self.loss], batch_size=self._batch_size, verbose=False)
+            # DLR: the classifier carries the vectorised loss (`_loss_object`).
+            loss_type=None if self.loss == "dlr" else self.LOSSES[self.loss],
+            batch_size=self._batch_size, verbose=False)
+
+    def _loss_object(self):
+        if self.loss == "dlr":
+            return DifferenceOfLogitsRatio()
+        return super()._loss_object()
 
     def get_config(self):
         return {**super().get_config(), "steps": self.steps, "loss": self.loss,

@@ -124,6 +124,46 @@ def test_art_square_and_autoattack_evaluate_keras3_models(teacher, digits):
         dw.SquareAttack(0.1, max_queries=0)
 
 
+def test_apgd_dlr_loss_equals_arts_and_gives_the_same_attack(teacher, digits):
+    from art.attacks.evasion import AutoProjectedGradientDescent
+    from deadwood_tf.attacks import APGD, ARTAttack, DifferenceOfLogitsRatio
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(32, 10)).astype("float32")
+    y = np.eye(10, dtype="float32")[rng.integers(0, 10, 32)]
+    z[:8] += 5 * y[:8]  # some examples classified correctly, some not
+    apgd = APGD(0.1, steps=5, loss="dlr")
+    classifier = apgd._classifier(lambda t: teacher(t, training=False), digits[2][:1])
+    arts = AutoProjectedGradientDescent(classifier, eps=0.1, loss_type="difference_logits_ratio",
+                                        verbose=False).estimator._loss_object
+    ours = DifferenceOfLogitsRatio()
+    for reduction in ("none", "mean"):
+        arts.reduction = reduction
+        ours.reduction = reduction if reduction == "none" else "sum_over_batch_size"
+        np.testing.assert_allclose(ours(tf.constant(y), tf.constant(z)),
+                                   arts(tf.constant(y), tf.constant(z)), rtol=1e-6)
+
+    class ArtsLoss(APGD):  # the attack as ART builds it for loss_type="difference_logits_ratio"
+        def _loss_object(self):
+            return ARTAttack._loss_object(self)
+
+        def _build(self, classifier):
+            return AutoProjectedGradientDescent(
+                estimator=classifier, norm=self.norm, eps=self.eps, eps_step=2 * self.eps / 10,
+                max_iter=self.steps, nb_random_init=self.restarts,
+                loss_type="difference_logits_ratio",
+                batch_size=self._batch_size, verbose=False)
+
+    x, labels = digits[2][:30], digits[3][:30]
+    fn = lambda t: teacher(t, training=False)  # noqa: E731
+    np.random.seed(0)
+    ours_adv = apgd(fn, x, labels)
+    np.random.seed(0)
+    arts_adv = ArtsLoss(0.1, steps=5, loss="dlr")(fn, x, labels)
+    np.testing.assert_allclose(ours_adv, arts_adv, atol=1e-6)
+    assert np.abs(ours_adv - x).max() > 0.05  # it attacked
+
+
 def token_and_feature_model():
     tokens = keras.Input((5,), dtype="int32", name="tokens")
     features = keras.Input((6,), name="features")

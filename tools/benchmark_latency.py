@@ -4,8 +4,8 @@
       --workdir=runs/benchmark
 
 For the dense adversarially trained model, every channel-pruning row
-(`deadwood_channel`, `gradual_channel_at`, `l1_filter_at`: their saved models
-are the shrunk ones) and every unstructured `deadwood` row of seed 0, it
+(`deadwood_channel`, `gradual_channel_at`, `l1_filter_at` and their `_r8`
+forms: their saved models are the shrunk ones) and every unstructured `deadwood` row of seed 0, it
 exports a float32 file (dense storage; sparse storage for the unstructured
 rows, the form that makes their files small) and a full-integer int8 file
 (calibrated on 256 training images), verified against Keras by
@@ -40,7 +40,8 @@ _INVOKES = flags.DEFINE_integer("invokes", 10, "Timed single-example invokes per
 _NOTE = flags.DEFINE_string("machine_note", "", "How quiet the machine was (goes in the file).")
 flags.mark_flags_as_required(["config"])
 
-MODELS = ("dense_at", "deadwood_channel", "gradual_channel_at", "l1_filter_at", "deadwood")
+MODELS = ("dense_at", "deadwood") + tuple(
+    m for m, v in runner.METHODS.items() if v.group == "structured")
 
 
 def _command(argv) -> str:
