@@ -36,6 +36,8 @@ def main():
     for p in protocols:
         tables.plot(args.results_dir, p,
                     os.path.join(args.results_dir, p, "robust_accuracy_vs_sparsity.png"))
+        tables.plot_latency(args.results_dir, p,
+                            os.path.join(args.results_dir, p, "latency", "accuracy_vs_latency.png"))
     print(f"wrote {args.docs} ({', '.join(protocols)})")
 
 

@@ -42,3 +42,5 @@ $B --config.methods=hydra_global --variant=slr1e-2 --config.hydra.score_learning
 $B --config.methods=hydra_global --variant=slr1e-4 --config.hydra.score_learning_rate=1e-4
 $B --config.methods=hydra --variant=lr1e-3 --config.hydra_published.learning_rate=1e-3
 $B --config.methods=hydra --variant=slr1e-2 --config.hydra_published.score_learning_rate=1e-2
+# The lower learning rate lost for both peers that take one: try a higher one.
+$B --config.methods=tfmot_at,pquant_pdp --variant=lr3e-3 --config.deadwood.learning_rate=3e-3

@@ -256,14 +256,20 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
     if validation:
         out += ["Validation sweep (validation split: 1,000 held-out training examples; mean "
                 "over the seeds run; %). Variants are named by their change from the "
-                "defaults (`tools/benchmark_validation.sh`).", "",
+                "defaults (`tools/benchmark_validation.sh`); each method's variants "
+                "together, best PGD-20 first.", "",
                 "| variant | sparsity | seeds | clean | PGD-20 |", "|---|---|---|---|---|"]
+        pgd = {k: np.mean([r["pgd"] for r in v.values()]) for k, v in validation.items()}
+        best = {}
+        for (name, s), v in pgd.items():
+            base = (name.split("-")[0], s)
+            best[base] = max(best.get(base, -1.0), v)
         for key in sorted(validation, key=lambda k: (
-                k[1], -np.mean([r["pgd"] for r in validation[k].values()]))):
+                k[1], -best[(k[0].split("-")[0], k[1])], k[0].split("-")[0], -pgd[k])):
             runs = [validation[key][x] for x in sorted(validation[key])]
             out.append(f"| {key[0]} | {key[1]:g} | {','.join(str(r['seed']) for r in runs)} | "
                        f"{100 * np.mean([r['clean'] for r in runs]):.2f} | "
-                       f"{100 * np.mean([r['pgd'] for r in runs]):.2f} |")
+                       f"{100 * pgd[key]:.2f} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -326,3 +332,38 @@ def check_docs(path, results_dir, protocols) -> list:
     """Protocols whose block in `path` differs from what the rows give (empty: all agree)."""
     text = open(path).read()
     return [p for p in protocols if _replace(text, p, render(results_dir, p)) != text]
+
+
+def plot_latency(results_dir, protocol, path) -> bool:
+    """Clean and PGD-20 accuracy against LiteRT latency (1 thread; fp32 and int8) of
+    the latency file's models (`tools/benchmark_latency.py`). False when there is none."""
+    src = os.path.join(results_dir, protocol, "latency", "seed0.json")
+    if not os.path.exists(src):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(src) as f:
+        models = sorted(json.load(f)["models"].values(),
+                        key=lambda e: (e["method"], e["target"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, kind in zip(axes, ("fp32", "int8")):
+        for key, marker, label in (("clean", "o", "clean"), ("pgd", "^", "PGD-20")):
+            for i, e in enumerate(models):
+                ax.scatter(e[f"us_{kind}_1t"], 100 * e[key], marker=marker,
+                           color=f"C{i % 10}", s=45,
+                           label=f"{e['method']} {e['target']:g}" if key == "clean" else None)
+        for e in models:
+            ax.annotate(f"{e['method']} {e['target']:g}", (e[f"us_{kind}_1t"], 100 * e["pgd"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize=6)
+        ax.set_xlabel(f"LiteRT latency, {kind}, 1 thread (µs per example)")
+        ax.set_ylabel("test accuracy (%): circles clean, triangles PGD-20")
+        ax.set_title(f"{protocol}: accuracy against latency ({kind})")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
