@@ -20,5 +20,13 @@ $B $S3 --config.sparsities=0.99 --config.methods=$ABL
 $B $S3 --config.sparsities=0.95 --config.methods=$PEERS
 $B $S3 --config.sparsities=0.99 --config.methods=$PEERS
 $B $S3 --config.sparsities=0.9 --config.methods=$PEERS
-# Worst case (seed 0): Deadwood and the two best peers at each sparsity.
-$B --worst_case=deadwood,gradual_magnitude_at,global_magnitude_at --config.sparsities=0.95
+# Worst case (seed 0): Deadwood and the two best peers at each sparsity (about an hour
+# a model on 2 shared cores; what finished is in the tables).
+$B --worst_case=deadwood,hydra_global,gradual_magnitude_at --config.sparsities=0.95
+$B --worst_case=deadwood,hydra_global,gradual_magnitude_at --config.sparsities=0.99
+$B --worst_case=deadwood,hydra_global,gradual_magnitude_at --config.sparsities=0.9
+# Channel rows (issue 12; the target is the fraction of MACs removed): seed 0 at 25/50/75%,
+# then seeds 0-2 at 50%.
+$B --config.seeds=0 --config.sparsities=0.25,0.5,0.75 --config.methods=deadwood_channel,l1_filter_at
+$B --config.seeds=0 --config.sparsities=0.5 --config.methods=gradual_channel_at
+$B $S3 --config.sparsities=0.5 --config.methods=deadwood_channel,l1_filter_at,gradual_channel_at
