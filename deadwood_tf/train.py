@@ -57,7 +57,7 @@ from deadwood_tf import config as config_lib
 from deadwood_tf import data as data_lib
 from deadwood_tf import export as export_lib
 from deadwood_tf import models as models_lib
-from deadwood_tf import channel_groups, litert, prune, report as report_lib, shrink
+from deadwood_tf import channel_groups, channel_impl, litert, prune, report as report_lib, shrink
 from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.deadwood_model import BATCH_NORM_MODES, DeadwoodModel
 from deadwood_tf.workdir import BackupCallback, Workdir
@@ -185,6 +185,11 @@ def validate(config) -> None:
         raise ValueError("Invalid value for `export.quantize`: expected '', 'dynamic', "
                          f"'float16' or 'int8'. Received: {config.export.quantize!r}")
     pruning_impl.check_pattern(config.prune.get("pattern") or None, "prune.pattern")
+    round_to = channel_impl.check_multiple(config.prune.get("round_to", 1), "prune.round_to")
+    if round_to != 1 and config.prune.get("pattern") != "channel":
+        raise ValueError("Invalid value for `prune.round_to`: it aligns channel cuts "
+                         "(prune.pattern=channel) only. Received: "
+                         f"{round_to} with prune.pattern={config.prune.get('pattern')!r}")
     if config.prune.scope not in pruning_impl.SCOPES:
         raise ValueError(f"Invalid value for `prune.scope`: expected one of "
                          f"{pruning_impl.SCOPES}. Received: {config.prune.scope!r}")

@@ -69,6 +69,20 @@ def test_channel_run_reports_both_models_before_and_after(channel_run):
     assert "![accuracy_vs_latency](accuracy_vs_latency.png)" in markdown
 
 
+def test_round_to_is_validated_with_the_field_named():
+    from deadwood_tf import config as config_lib, train
+
+    c = config_lib.default_config()
+    c.prune.round_to = 0
+    with pytest.raises(ValueError, match=r"`prune.round_to`: expected an int >= 1"):
+        train.validate(c)
+    c.prune.round_to = 8  # unstructured pattern: refused
+    with pytest.raises(ValueError, match=r"`prune.round_to`: it aligns channel cuts"):
+        train.validate(c)
+    c.prune.pattern = "channel"
+    train.validate(c)
+
+
 def test_report_fields_are_validated_with_the_field_named():
     from deadwood_tf import config as config_lib, train
 
