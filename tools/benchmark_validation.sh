@@ -44,3 +44,5 @@ $B --config.methods=hydra --variant=lr1e-3 --config.hydra_published.learning_rat
 $B --config.methods=hydra --variant=slr1e-2 --config.hydra_published.score_learning_rate=1e-2
 # The lower learning rate lost for both peers that take one: try a higher one.
 $B --config.methods=tfmot_at,pquant_pdp --variant=lr3e-3 --config.deadwood.learning_rate=3e-3
+# Published HYDRA lost with both smaller step sizes: try a larger fine-tuning one.
+$B --config.methods=hydra --variant=lr1e-1 --config.hydra_published.learning_rate=0.1
