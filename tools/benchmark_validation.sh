@@ -46,3 +46,11 @@ $B --config.methods=hydra --variant=slr1e-2 --config.hydra_published.score_learn
 $B --config.methods=tfmot_at,pquant_pdp --variant=lr3e-3 --config.deadwood.learning_rate=3e-3
 # Published HYDRA lost with both smaller step sizes: try a larger fine-tuning one.
 $B --config.methods=hydra --variant=lr1e-1 --config.hydra_published.learning_rate=0.1
+# lr 3e-3 won for the per-layer peers: the same candidate for Deadwood, its controls and
+# HYDRA's global variant (whose fine-tuning runs at deadwood.learning_rate).
+for S in 0.95 0.99; do
+  B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W \
+     --config.split=validation --config.seeds=0 --config.sparsities=$S"
+  $B --config.methods=deadwood,gradual_magnitude_at,hydra_global --variant=lr3e-3 \
+     --config.deadwood.learning_rate=3e-3
+done
