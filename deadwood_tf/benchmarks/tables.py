@@ -202,6 +202,34 @@ def _latency(folder):
     return lines
 
 
+def _widths(folder):
+    """The table of `tools/benchmark_widths.py`: what channel widths cost on LiteRT."""
+    path = os.path.join(folder, "latency", "widths.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        result = json.load(f)
+    shapes = result["shapes"]
+    dense = shapes["dense"]
+    m = result["machine"]
+    lines = [f"What widths cost (`{result['command']}`; {result['date'][:10]}; "
+             f"{m.get('cpu') or m.get('processor')}, {m['cpu_count']} CPUs"
+             f"{'; ' + m['note'] if m.get('note') else ''}): the ResNet-20 built at other "
+             "widths with random weights, LiteRT 1 thread, µs per single-example invoke "
+             "(×: the dense shape's time / this one's). Stream: the residual stream's "
+             "channels per stage; inner: each block's first convolution.", "",
+             "| shape | what | stream | inner | MACs removed | fp32 1T | int8 1T |",
+             "|---|---|---|---|---|---|---|"]
+    for name, e in sorted(shapes.items(), key=lambda kv: (kv[0] != "dense",
+                                                          kv[1]["macs_removed"])):
+        cells = [f"{e[f'us_{k}_1t']:.0f} ({dense[f'us_{k}_1t'] / e[f'us_{k}_1t']:.2f}×)"
+                 for k in ("fp32", "int8")]
+        lines.append(f"| {name} | {e['what']} | {'/'.join(map(str, e['stream']))} | "
+                     f"{','.join(map(str, e['inner']))} | {abs(e['macs_removed']) if abs(e['macs_removed']) < 5e-3 else e['macs_removed']:.2f} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
 def _worst(folder):
     rows = load_rows(os.path.join(folder, "worst"))
     if not rows:
@@ -249,6 +277,9 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
     latency = _latency(folder)
     if latency:
         out += latency + [""]
+    widths = _widths(folder)
+    if widths:
+        out += widths + [""]
     worst = _worst(folder)
     if worst:
         out += worst + [""]
