@@ -224,8 +224,9 @@ def _widths(folder):
                                                           kv[1]["macs_removed"])):
         cells = [f"{e[f'us_{k}_1t']:.0f} ({dense[f'us_{k}_1t'] / e[f'us_{k}_1t']:.2f}×)"
                  for k in ("fp32", "int8")]
+        removed = e["macs_removed"] if abs(e["macs_removed"]) >= 5e-3 else 0.0  # no "-0.00"
         lines.append(f"| {name} | {e['what']} | {'/'.join(map(str, e['stream']))} | "
-                     f"{','.join(map(str, e['inner']))} | {abs(e['macs_removed']) if abs(e['macs_removed']) < 5e-3 else e['macs_removed']:.2f} | "
+                     f"{','.join(map(str, e['inner']))} | {removed:.2f} | "
                      + " | ".join(cells) + " |")
     return lines
 
