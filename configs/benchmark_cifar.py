@@ -36,4 +36,8 @@ def get_config():
     c.eval.pgd_steps = 20
     c.eval.pgd_step_size = 2 / 255
     c.worst.examples = 500
+    # Not re-tuned on cifar10k: the step sizes of the MNIST protocol when these rows
+    # were run (MNIST's validation split later chose 3e-3 and 0.1 there).
+    c.deadwood.learning_rate = 1e-3
+    c.hydra_published.learning_rate = 0.01
     return c
