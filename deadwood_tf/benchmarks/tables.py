@@ -289,7 +289,8 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
     if validation:
         out += ["Validation sweep (validation split: 1,000 held-out training examples; mean "
                 "over the seeds run; %). Variants are named by their change from the "
-                "defaults (`tools/benchmark_validation.sh`); each method's variants "
+                "settings of their round (`tools/benchmark_validation.sh`): rows without "
+                "an lr suffix ran at that round's lr 1e-3. Each method's variants "
                 "together, best PGD-20 first.", "",
                 "| variant | sparsity | seeds | clean | PGD-20 |", "|---|---|---|---|---|"]
         pgd = {k: np.mean([r["pgd"] for r in v.values()]) for k, v in validation.items()}
