@@ -590,10 +590,10 @@ def cut_channels(model, target: float, unit: str = "flops", normalize: str = "la
       round_to: every producer keeps a multiple of this many output channels
         (or its full width), never fewer than `round_to`: the cut removes
         whole aligned blocks, lowest mean score first, and may pass `target`
-        by one block. 8 makes the shrunk model run at the speed its MACs
-        promise on x86 and ARM SIMD kernels (docs/benchmarks.md: a ResNet-20 at
-        12/24/48 channels cut to 50% of its MACs ran 1.58x faster; aligned to
-        8, 2.1x).
+        by one block. 8 makes the shrunk model run nearer the speed its MACs
+        promise on SIMD kernels (docs/benchmarks.md: a ResNet-20 at 12/24/48
+        channels cut to 50% of its MACs ran 1.54x faster on LiteRT, x86;
+        aligned to 8, 1.76-1.84x).
 
     Returns:
       dict with `groups_cut`, `groups`, `macs`, `dense_macs`, `flops_removed`.
