@@ -122,12 +122,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
             )
         pruning_impl._keep_counts([1], min_keep)  # validates min_keep
         pruning_impl.check_pattern(pattern)
-        channel_impl.check_multiple(round_to)
-        if round_to != 1 and pattern != "channel":
-            raise ValueError("Invalid value for argument `round_to`: it aligns channel cuts "
-                             f"(pattern='channel') only. Received: round_to={round_to!r} with "
-                             f"pattern={pattern!r}")
-        self.round_to = int(round_to)
+        self.round_to = channel_impl.check_round_to(round_to, pattern)
         steps = dual_step_size if isinstance(dual_step_size, (tuple, list)) else (
             dual_step_size, dual_step_size)
         if len(steps) != 2 or not all(

@@ -114,6 +114,17 @@ def check_multiple(value, name: str = "round_to") -> int:
     return int(value)
 
 
+def check_round_to(value, pattern, name: str = "round_to") -> int:
+    """`value` as an int >= 1 that may differ from 1 only with `pattern="channel"`,
+    or a ValueError naming `name`."""
+    value = check_multiple(value, name)
+    if value != 1 and pattern != "channel":
+        raise ValueError(f"Invalid value for `{name}`: it aligns channel cuts "
+                         f"(pattern='channel') only. Received: {name}={value!r} with "
+                         f"pattern={pattern!r}")
+    return value
+
+
 def groups_to_cut(scores, already_cut, target: float, tables: MacTables,
                   unit: str = "flops", min_channels: int = 1, multiple: int = 1) -> np.ndarray:
     """The groups to cut: those `already_cut`, then live groups by increasing score
@@ -185,11 +196,11 @@ def _aligned_cut(scores, already_cut, target, tables, unit, floor, multiple):
     for i, key in enumerate(producers):
         families.setdefault(key, []).append(i)
 
-    def next_block(members):
+    def next_block(members, n_out):
         live = sorted((i for i in members if not cut[i]), key=lambda i: (scores[i], i))
         if not producers[members[0]]:
             return None
-        width = int(_layer_channels(tables, ~cut)[1][producers[members[0]][0]])
+        width = int(n_out[producers[members[0]][0]])
         lower = multiple * ((width - 1) // multiple)
         n = width - lower
         if lower < floor or n > len(live):
@@ -200,7 +211,8 @@ def _aligned_cut(scores, already_cut, target, tables, unit, floor, multiple):
         done = (dense - total(~cut)) if unit == "flops" else int(cut.sum())
         if done >= goal - 1e-9:
             break
-        blocks = [b for b in (next_block(m) for m in families.values()) if b]
+        n_out = _layer_channels(tables, ~cut)[1]
+        blocks = [b for b in (next_block(m, n_out) for m in families.values()) if b]
         if not blocks:
             break
         best = min(blocks, key=lambda b: (float(np.mean(scores[b])), b[0]))

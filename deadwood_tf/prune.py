@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from deadwood_tf import masks, prune_registry, pruning_impl
+from deadwood_tf import channel_impl, masks, prune_registry, pruning_impl
 
 
 def check_keras_model(model, name: str = "model") -> keras.Model:
@@ -253,10 +253,7 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
     sparsity = pruning_impl.check_sparsity(sparsity, "sparsity")
     if pruning_impl.check_pattern(pattern) == ("channel",):
         return _cut_channel_groups(model, sparsity, scope, min_keep, round_to)
-    if round_to != 1:
-        raise ValueError("Invalid value for argument `round_to`: it aligns channel cuts "
-                         f"(pattern='channel') only. Received: round_to={round_to!r} with "
-                         f"pattern={pattern!r}")
+    channel_impl.check_round_to(round_to, pattern)
     entries = pruned_weights(model)
     if not entries:
         raise ValueError(

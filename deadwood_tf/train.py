@@ -185,11 +185,8 @@ def validate(config) -> None:
         raise ValueError("Invalid value for `export.quantize`: expected '', 'dynamic', "
                          f"'float16' or 'int8'. Received: {config.export.quantize!r}")
     pruning_impl.check_pattern(config.prune.get("pattern") or None, "prune.pattern")
-    round_to = channel_impl.check_multiple(config.prune.get("round_to", 1), "prune.round_to")
-    if round_to != 1 and config.prune.get("pattern") != "channel":
-        raise ValueError("Invalid value for `prune.round_to`: it aligns channel cuts "
-                         "(prune.pattern=channel) only. Received: "
-                         f"{round_to} with prune.pattern={config.prune.get('pattern')!r}")
+    channel_impl.check_round_to(config.prune.get("round_to", 1), config.prune.get("pattern"),
+                                "prune.round_to")
     if config.prune.scope not in pruning_impl.SCOPES:
         raise ValueError(f"Invalid value for `prune.scope`: expected one of "
                          f"{pruning_impl.SCOPES}. Received: {config.prune.scope!r}")

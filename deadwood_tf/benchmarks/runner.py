@@ -175,6 +175,10 @@ def load_data(config):
 # ---------------------------------------------------------------- bookkeeping
 
 
+_LATER_FIELDS = {("deadwood", "batch_norm"): default_config().deadwood.batch_norm,
+                 ("prune", "round_to"): 1}
+
+
 def _fingerprint(config, method=None) -> str:
     """Hash of every setting that changes a row's numbers.
 
@@ -204,13 +208,12 @@ def _fingerprint(config, method=None) -> str:
             if "learning_rate" not in section:
                 keep["learning_rate"] = c["deadwood"]["learning_rate"]
         c = keep
-    # Rows made before the field `prune.round_to` ran with its default, 1: they stay valid.
-    if isinstance(c.get("prune"), dict) and c["prune"].get("round_to", 1) == 1:
-        c["prune"] = {k: v for k, v in c["prune"].items() if k != "round_to"}
-    deadwood = c.get("deadwood")
-    # Rows made before the field `deadwood.batch_norm` ran with its default: they stay valid.
-    if deadwood is not None and deadwood.get("batch_norm") == default_config().deadwood.batch_norm:
-        c["deadwood"] = {k: v for k, v in deadwood.items() if k != "batch_norm"}
+    # Rows made before a field existed ran with its default: at that value the field is
+    # left out of the hash, so they stay valid.
+    for (section, field), default in _LATER_FIELDS.items():
+        values = c.get(section)
+        if isinstance(values, dict) and values.get(field, default) == default:
+            c[section] = {k: v for k, v in values.items() if k != field}
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -169,21 +169,30 @@ def _structured(rows, groups):
     return lines
 
 
-def _latency(folder):
-    """The latency table of `tools/benchmark_latency.py` (seed 0), speed-ups against dense_at."""
-    path = os.path.join(folder, "latency", "seed0.json")
+def _timing_file(folder, name):
+    """`(result, caption head)` of a timing file under `<folder>/latency/`: the command,
+    date, CPU and note; `(None, "")` when there is none."""
+    path = os.path.join(folder, "latency", name)
     if not os.path.exists(path):
-        return []
+        return None, ""
     with open(path) as f:
         result = json.load(f)
+    m = result["machine"]
+    return result, (f"`{result['command']}`; {result['date'][:10]}; "
+                    f"{m.get('cpu') or m.get('processor')}, {m['cpu_count']} CPUs"
+                    f"{'; ' + m['note'] if m.get('note') else ''}")
+
+
+def _latency(folder):
+    """The latency table of `tools/benchmark_latency.py` (seed 0), speed-ups against dense_at."""
+    result, head = _timing_file(folder, "seed0.json")
+    if result is None:
+        return []
     models = sorted(result["models"].values(),
                     key=lambda e: (e["target"], e["method"] != "dense_at", e["method"]))
     dense = next((e for e in models if e["method"] == "dense_at"), None)
     threads = sorted({k.rsplit("_", 1)[1] for e in models for k in e if k.startswith("us_")})
-    m = result["machine"]
-    lines = [f"LiteRT latency, seed 0 (`{result['command']}`; {result['date'][:10]}; "
-             f"{m.get('cpu') or m.get('processor')}, {m['cpu_count']} CPUs"
-             f"{'; ' + m['note'] if m.get('note') else ''}). µs per single-example invoke, "
+    lines = [f"LiteRT latency, seed 0 ({head}). µs per single-example invoke, "
              "median over rounds, all files interleaved; ×: dense_at's time / this file's. "
              "`deadwood` is unstructured (sparse storage).", "",
              "| model | target | MACs | params | fp32 / int8 bytes | " +
@@ -205,17 +214,12 @@ def _latency(folder):
 
 def _widths(folder):
     """The table of `tools/benchmark_widths.py`: what channel widths cost on LiteRT."""
-    path = os.path.join(folder, "latency", "widths.json")
-    if not os.path.exists(path):
+    result, head = _timing_file(folder, "widths.json")
+    if result is None:
         return []
-    with open(path) as f:
-        result = json.load(f)
     shapes = result["shapes"]
     dense = shapes["dense"]
-    m = result["machine"]
-    lines = [f"What widths cost (`{result['command']}`; {result['date'][:10]}; "
-             f"{m.get('cpu') or m.get('processor')}, {m['cpu_count']} CPUs"
-             f"{'; ' + m['note'] if m.get('note') else ''}): the ResNet-20 built at other "
+    lines = [f"What widths cost ({head}): the ResNet-20 built at other "
              "widths with random weights, LiteRT 1 thread, µs per single-example invoke "
              "(×: the dense shape's time / this one's). Stream: the residual stream's "
              "channels per stage; inner: each block's first convolution.", "",
