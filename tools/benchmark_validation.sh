@@ -68,3 +68,20 @@ B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W \
    --config.split=validation --config.seeds=0 --config.sparsities=0.95"
 $B --config.methods=deadwood,gradual_magnitude_at --variant=lr3e-2 --config.deadwood.learning_rate=3e-2
 $B --config.methods=hydra_global,tfmot_at,pquant_pdp --variant=lr1e-2 --config.deadwood.learning_rate=1e-2
+# Round 7: Deadwood's own settings again, now at lr 1e-2 (round 1 ran at 1e-3). At 1e-2 the
+# gradual control had caught up with Deadwood on validation; the candidates are METHOD.md's
+# freedoms: dual step (larger, smaller, or none: the frozen ablation), the multipliers' cap
+# (after one epoch some examples sit at the cap of 10), the robustness target, rho, a bound.
+for S in 0.95 0.99; do
+  B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W \
+     --config.split=validation --config.seeds=0 --config.sparsities=$S"
+  $B --config.methods=deadwood_frozen --variant=lr1e-2
+  $B --config.methods=deadwood --variant=lr1e-2-dual1 --config.deadwood.dual_step_size=1.0
+  $B --config.methods=deadwood --variant=lr1e-2-dual3 --config.deadwood.dual_step_size=3.0
+  $B --config.methods=deadwood --variant=lr1e-2-dual0.05 --config.deadwood.dual_step_size=0.05
+  $B --config.methods=deadwood --variant=lr1e-2-max3 --config.deadwood.max_multiplier=3.0
+  $B --config.methods=deadwood --variant=lr1e-2-teacher --config.deadwood.robust_target=teacher
+  $B --config.methods=deadwood --variant=lr1e-2-rho10 --config.deadwood.sparsity_weight=10
+  $B --config.methods=deadwood --variant=lr1e-2-rho200 --config.deadwood.sparsity_weight=200
+  $B --config.methods=deadwood --variant=lr1e-2-rb0.3 --config.deadwood.robustness_bound=0.3
+done
