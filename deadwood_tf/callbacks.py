@@ -55,7 +55,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
       min_keep: guard against layer collapse: each layer keeps at least this
         many weights (int) or this fraction (float).
       dual_step_size: step of the multipliers' update; a float for both
-        constraints or a pair `(fidelity, robustness)`.
+        constraints or a pair `(fidelity, robustness)`; 3.0 was chosen on validation.
       max_multiplier: the multipliers are clipped to `[0, max_multiplier]`.
       finetune_sparsity_weight: the L1 weight `rho` becomes this value once the
         cut has reached `target_sparsity` (METHOD.md: rho may drop to 0 in the
@@ -81,7 +81,7 @@ class DeadwoodCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, target_sparsity, prune_epoch=None, schedule="gradual", schedule_unit="step",
-                 scope="global", min_keep=0, dual_step_size=0.2, max_multiplier=10.0,
+                 scope="global", min_keep=0, dual_step_size=3.0, max_multiplier=10.0,
                  finetune_sparsity_weight=0.0, verbose=1, pattern=None, power=3, round_to=1):
         super().__init__()
         self.target_sparsity = pruning_impl.check_sparsity(target_sparsity)

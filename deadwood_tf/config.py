@@ -59,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
     # separate: clean and adversarial inputs through the student as two batches (own
     # batch-norm statistics each) | joint: one batch; DeadwoodModel's `batch_norm`
     c.deadwood.batch_norm = "separate"
-    c.deadwood.dual_step_size = 0.2
+    c.deadwood.dual_step_size = 3.0
     c.deadwood.max_multiplier = 10.0
     c.deadwood.finetune_sparsity_weight = 0.0  # >= 0: rho after the final cut; < 0: keep rho
     c.deadwood.learning_rate = 1e-3
