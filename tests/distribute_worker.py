@@ -67,7 +67,11 @@ def build(teacher_path):
 def callbacks(extra=()):
     import deadwood_tf as dw
 
-    return [dw.DeadwoodCallback(SPARSITY, prune_epoch=PRUNE_EPOCH, verbose=0), *extra]
+    # Dual step 0.2, not the default 3.0: the multipliers add up step x violation, so a
+    # larger step scales the violations' float round-off (1e-5) past the tolerance; a lost
+    # or doubled update would still differ by step x that example's violation.
+    return [dw.DeadwoodCallback(SPARSITY, prune_epoch=PRUNE_EPOCH, dual_step_size=0.2,
+                                verbose=0), *extra]
 
 
 def state(model) -> dict:
