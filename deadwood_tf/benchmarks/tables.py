@@ -237,8 +237,6 @@ def _widths(folder):
 
 
 def _worst(folder):
-    from deadwood_tf.benchmarks.worst_case import masking
-
     rows = load_rows(os.path.join(folder, "worst"))
     if not rows:
         return []
@@ -255,7 +253,7 @@ def _worst(folder):
             f"| {r['method']} | {r['target_sparsity']:g} | {100 * a['clean']:.1f} | "
             f"{100 * a['pgd_restarts']:.1f} (×{restarts}) | {100 * a['apgd_ce']:.1f} | "
             f"{100 * a['apgd_dlr']:.1f} | {100 * a['square']:.1f} | {100 * a['worst']:.1f} | "
-            f"{r['square_only']} | {'**yes**' if masking(a) else 'no'} |")
+            f"{r['square_only']} | {'**yes**' if r['masking'] else 'no'} |")
     return lines
 
 
