@@ -41,6 +41,15 @@ SHAPES = {
                   "cut_channels(0.5) of the dense-AT model, round_to=1"),
     "cut_50_r8": ([8, 16, 40], [8] * 3 + [16] * 3 + [24, 32, 32],
                   "cut_channels(0.5) of the dense-AT model, round_to=8"),
+    "deadwood_channel_r8_50": ([12, 24, 32], [8, 8, 8, 8, 8, 16, 24, 24, 16],
+                               "the widths of the deadwood_channel_r8 0.5 row (seed 0)"),
+    "score_per_mac_50": ([8, 8, 32], [8] * 3 + [24] * 3 + [48] * 3,
+                         "the dense-AT model's aligned cut with blocks ranked by score per "
+                         "MAC saved (tried, not adopted)"),
+    "aligned_49": ([8, 16, 48], [8] * 3 + [16] * 3 + [32] * 3,
+                   "multiples of 8, stage-3 stream kept at 48"),
+    "stream12_50": ([12, 24, 32], [8] * 6 + [32] * 3, "multiples of 8 except the stage-1 "
+                    "stream, kept at 12"),
     "uniform_w8": ([8, 16, 32], [8] * 3 + [16] * 3 + [32] * 3, "every width x 2/3"),
     "aligned_same_macs": ([16, 32, 32], [16] * 9,
                           "multiples of 16, the dense model's MACs (none removed)"),
