@@ -34,10 +34,15 @@ def masking(accuracy) -> bool:
     return bool(accuracy["square"] < accuracy["pgd_restarts"] - MASKING_GAP)
 
 
-def _correct(model_fn, attack, x, y, batch_size=250):
-    """Per-example correctness (bool array) under `attack` (None: clean)."""
+def _correct(model_fn, attack, x, y, batch_size=250, name=None):
+    """Per-example correctness (bool array) under `attack` (None: clean); with
+    `name`, a progress line per batch (Square takes minutes a batch)."""
     out = []
+    t0 = time.time()
     for start in range(0, len(x), batch_size):
+        if name is not None:
+            print(f"   {name}: examples {start}-{min(start + batch_size, len(x))} of {len(x)} "
+                  f"({time.time() - t0:.0f} s so far)", flush=True)
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         if attack is not None:
             in_graph = getattr(attack, "in_graph", True)  # ART attacks run on NumPy
@@ -73,8 +78,10 @@ def evaluate(config, model, x, y) -> dict:
     seconds = {}
     for name, attack in worst_case_attacks(config).items():
         t0 = time.time()
-        correct[name] = _correct(model_fn, attack, x, y) & correct["clean"]
+        correct[name] = _correct(model_fn, attack, x, y, name=name) & correct["clean"]
         seconds[name] = time.time() - t0
+        print(f"   {name}: {100 * correct[name].mean():.1f}% robust in {seconds[name]:.0f} s",
+              flush=True)
     pgd = np.logical_and.reduce([v for k, v in correct.items() if k.startswith("pgd")])
     gradient = pgd & correct["apgd_ce"] & correct["apgd_dlr"]
     worst = gradient & correct["square"]
