@@ -177,3 +177,21 @@ def test_batch_norm_reaches_the_deadwood_model_of_the_pipeline_and_the_benchmark
     pipeline.deadwood.batch_norm = bench.deadwood.batch_norm = "joint"
     assert train.make_deadwood_model(pipeline, teacher, 16).batch_norm == "joint"
     assert runner.make_deadwood_model(bench, (), teacher, 16)[0].batch_norm == "joint"
+
+
+def test_channel_rows_get_a_paired_table_only_with_two_shared_seeds():
+    def row(method, seed, clean, pgd):
+        return {"method": method, "target_sparsity": 0.5, "seed": seed, "group": "structured",
+                "clean": clean, "pgd": pgd, "macs": 50, "dense_macs": 100, "params": 10}
+
+    rows = [row("deadwood_channel", 0, 0.97, 0.90), row("deadwood_channel", 1, 0.98, 0.91),
+            row("l1_filter_at", 0, 0.97, 0.88), row("l1_filter_at", 1, 0.97, 0.885),
+            row("gradual_channel_at", 0, 0.96, 0.80)]
+    text = "\n".join(tables._structured(rows, tables._groups(rows)))
+    assert "Paired differences, deadwood_channel minus" in text
+    line = next(l for l in text.splitlines() if l.startswith("| l1_filter_at (structured)"))
+    # Deadwood minus L1 per seed: clean 0, +1; PGD-20 +2, +2.5 points.
+    assert line.startswith("| l1_filter_at (structured) | 2 | +0.50 [") and "| +2.25 [" in line
+    assert "gradual_channel_at (structured)" not in text  # one shared seed: no interval
+    one_seed = [r for r in rows if r["seed"] == 0]
+    assert "Paired" not in "\n".join(tables._structured(one_seed, tables._groups(one_seed)))

@@ -166,6 +166,13 @@ def _structured(rows, groups):
                 f"{np.mean(macs) / 1e6 if macs else float('nan'):.2f}M | "
                 f"{np.mean([r['params'] for r in runs if r.get('params')] or [0]):,.0f} | "
                 f"{_ms([r['clean'] for r in runs])} | {_ms([r['pgd'] for r in runs])} |")
+    for s in sorted({k[1] for k in channel}):
+        for base in ("deadwood_channel", "deadwood_channel_r8"):
+            paired, _ = _paired(channel, s, base)
+            # Only the methods sharing at least 2 seeds with `base`: an interval.
+            rows = [r for r in paired[4:] if int(r.split(" | ")[1]) >= 2]
+            if rows:
+                lines += [""] + paired[:4] + rows
     return lines
 
 
