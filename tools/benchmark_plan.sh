@@ -35,4 +35,5 @@ $B --worst_case=deadwood,global_magnitude_at,pquant_pdp --config.sparsities=0.9
 $B --config.seeds=0 --config.sparsities=0.25,0.5,0.75 \
    --config.methods=deadwood_channel,l1_filter_at,gradual_channel_at,l1_filter_at_r8
 $B --config.seeds=0 --config.sparsities=0.5 --config.methods=deadwood_channel_r8
-$B $S3 --config.sparsities=0.5 --config.methods=deadwood_channel,l1_filter_at,gradual_channel_at
+$B --config.seeds=0,1,2,3,4 --config.sparsities=0.5 --config.methods=deadwood_channel,l1_filter_at,gradual_channel_at
+$B --config.seeds=0,1,2,3,4 --config.sparsities=0.5 --config.methods=deadwood_channel_r8,l1_filter_at_r8
