@@ -22,10 +22,10 @@ $B $S3 --config.sparsities=0.9 --config.methods=$PEERS
 $B --config.seeds=3,4 --config.sparsities=0.95,0.99,0.9 --config.methods=deadwood,gradual_magnitude_at
 $B --config.seeds=3,4 --config.sparsities=0.95,0.99 --config.methods=global_magnitude_at
 $B $S3 --config.sparsities=0.95,0.99 --config.methods=$ABL
-# Seeds 3-4 where 3 seeds left a peer comparison at 90/95% open, and for an ablation.
-$B --config.seeds=3,4 --config.sparsities=0.95 --config.methods=tfmot_at,hydra_global
-$B --config.seeds=3,4 --config.sparsities=0.9 --config.methods=global_magnitude_at,tfmot_at
-$B --config.seeds=3,4 --config.sparsities=0.99 --config.methods=deadwood_frozen
+# Seeds 3-4 for every peer and ablation: 5 seeds for every row.
+$B --config.seeds=3,4 --config.sparsities=0.9 --config.methods=global_magnitude_at
+$B --config.seeds=3,4 --config.sparsities=0.95,0.99,0.9 --config.methods=$PEERS
+$B --config.seeds=3,4 --config.sparsities=0.95,0.99 --config.methods=$ABL
 # Worst case (seed 0): Deadwood and the two best peers at each sparsity by mean PGD-20
 # (about an hour a model on 2 shared cores; what finished is in the tables).
 $B --worst_case=deadwood,global_magnitude_at,hydra_global --config.sparsities=0.95

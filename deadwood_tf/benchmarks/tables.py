@@ -89,7 +89,7 @@ def _main_table(groups, sparsity, order):
     return lines
 
 
-def _paired(groups, sparsity, headline):
+def _paired(groups, sparsity, headline, min_seeds=1):
     base = groups.get((headline, sparsity))
     if not base:
         return [], None
@@ -102,7 +102,7 @@ def _paired(groups, sparsity, headline):
             continue
         other = groups[key]
         seeds = sorted(set(base) & set(other))
-        if not seeds:
+        if len(seeds) < max(1, min_seeds):
             continue
         group = other[seeds[0]].get("group")
         pgd_mean = float(np.mean([other[s]["pgd"] for s in other]))
@@ -168,11 +168,10 @@ def _structured(rows, groups):
                 f"{_ms([r['clean'] for r in runs])} | {_ms([r['pgd'] for r in runs])} |")
     for s in sorted({k[1] for k in channel}):
         for base in ("deadwood_channel", "deadwood_channel_r8"):
-            paired, _ = _paired(channel, s, base)
             # Only the methods sharing at least 2 seeds with `base`: an interval.
-            rows = [r for r in paired[4:] if int(r.split(" | ")[1]) >= 2]
-            if rows:
-                lines += [""] + paired[:4] + rows
+            paired, _ = _paired(channel, s, base, min_seeds=2)
+            if len(paired) > 4:
+                lines += [""] + paired
     return lines
 
 
