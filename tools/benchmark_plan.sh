@@ -20,10 +20,9 @@ $B $S3 --config.sparsities=0.9 --config.methods=$CORE
 $B $S3 --config.sparsities=0.99 --config.methods=$PEERS
 $B $S3 --config.sparsities=0.9 --config.methods=$PEERS
 $B --config.seeds=3,4 --config.sparsities=0.95,0.99,0.9 --config.methods=deadwood,gradual_magnitude_at
-$B --config.seeds=3,4 --config.sparsities=0.95,0.99 --config.methods=global_magnitude_at
+$B --config.seeds=3,4 --config.sparsities=0.95,0.99,0.9 --config.methods=global_magnitude_at
 $B $S3 --config.sparsities=0.95,0.99 --config.methods=$ABL
 # Seeds 3-4 for every peer and ablation: 5 seeds for every row.
-$B --config.seeds=3,4 --config.sparsities=0.9 --config.methods=global_magnitude_at
 $B --config.seeds=3,4 --config.sparsities=0.95,0.99,0.9 --config.methods=$PEERS
 $B --config.seeds=3,4 --config.sparsities=0.95,0.99 --config.methods=$ABL
 # Worst case (seed 0): Deadwood and the two best peers at each sparsity by mean PGD-20
@@ -34,6 +33,5 @@ $B --worst_case=deadwood,global_magnitude_at,pquant_pdp --config.sparsities=0.9
 # Channel rows (issue 12; the target is the fraction of MACs removed).
 $B --config.seeds=0 --config.sparsities=0.25,0.5,0.75 \
    --config.methods=deadwood_channel,l1_filter_at,gradual_channel_at,l1_filter_at_r8
-$B --config.seeds=0 --config.sparsities=0.5 --config.methods=deadwood_channel_r8
-$B --config.seeds=0,1,2,3,4 --config.sparsities=0.5 --config.methods=deadwood_channel,l1_filter_at,gradual_channel_at
-$B --config.seeds=0,1,2,3,4 --config.sparsities=0.5 --config.methods=deadwood_channel_r8,l1_filter_at_r8
+$B --config.seeds=0,1,2,3,4 --config.sparsities=0.5 \
+   --config.methods=deadwood_channel,l1_filter_at,gradual_channel_at,deadwood_channel_r8,l1_filter_at_r8
