@@ -4,6 +4,8 @@
       --config.methods=deadwood,gradual_magnitude_at --config.sparsities=0.95
   deadwood-benchmark --config=configs/benchmark_full.py --worst_case=deadwood \
       --config.sparsities=0.95          # headline models, seed 0
+  deadwood-benchmark --reproduce=benchmarks/results/mnist_cnn/deadwood_0.95_seed0.json
+                                        # one committed row, rebuilt in a scratch dir
   python tools/benchmark_tables.py [--check]   # the docs' tables from the rows
 
 Finished rows are skipped, so a stopped run resumes where it stopped.
@@ -21,12 +23,23 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/benchmark",
 _VARIANT = flags.DEFINE_string("variant", "", "Name of a change of settings (validation sweep).")
 _WORST = flags.DEFINE_list("worst_case", [], "Methods whose seed-0 models get the worst-case "
                            "attack check (instead of training rows).")
-flags.mark_flags_as_required(["config"])
+_REPRODUCE = flags.DEFINE_string(
+    "reproduce", None, "A committed row's .json file: rebuild that row from its own stored "
+    "config and seed in a scratch directory (--workdir only if given) and print the committed "
+    "and the new figures side by side; exits 1 if a figure is outside the documented tolerance.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _REPRODUCE.value:
+        from deadwood_tf.benchmarks import reproduce
+
+        workdir = _WORKDIR.value if flags.FLAGS["workdir"].present else None
+        return 0 if reproduce.reproduce(_REPRODUCE.value, workdir=workdir)["ok"] else 1
+    if _CONFIG.value is None:
+        raise app.UsageError("Missing flag --config (a configs/benchmark_*.py file), or give "
+                             "--reproduce=ROW.json.")
     if _WORST.value:
         from deadwood_tf.benchmarks import worst_case
 
