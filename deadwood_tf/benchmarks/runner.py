@@ -70,6 +70,10 @@ _PLAIN_AT = (("deadwood.sparsity_weight", 0.0), ("deadwood.robust_target", "labe
 METHODS = {
     "dense": Method("dense, natural training", "dense", group="reference"),
     "dense_at": Method("dense, adversarially trained", "dense_at", group="reference"),
+    # The ceiling a pruned row is measured against: the dense-AT model with the same
+    # 6 more adversarial epochs a pruned row gets (6 + 6 in all), and no cut.
+    "dense_at_long": Method("dense, adversarially trained for as many epochs as a pruned row",
+                            "deadwood", _PLAIN_AT, group="reference"),
     "deadwood": Method("Deadwood (defaults: gradual global cut)", "deadwood"),
     "gradual_magnitude_at": Method(
         "gradual global magnitude + AT (Deadwood's schedule, no Lagrangian)", "deadwood",
@@ -236,13 +240,17 @@ def rows_dir(config, results_dir):
     return os.path.join(out, "validation") if config.split == "validation" else out
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
+    """Writes `obj` to `path` as sorted, indented JSON, atomically."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True, default=float)
         f.write("\n")
     os.replace(tmp, path)
+
+
+_write_json = write_json
 
 
 def _finished(path, fingerprint):
@@ -400,11 +408,12 @@ def _evaluate(config, model, x, y):
             "layer_sparsity": {w.name: w.sparsity for w in rep.weights}}
 
 
-def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
+def run(config, results_dir: str, workdir: str, variant: str = "", extra=None) -> list:
     """Trains and evaluates every missing row of `config`; returns the rows' paths.
 
     `variant` names a change of settings (a validation sweep): it goes into the
-    row's name, so rows of different settings never share a file.
+    row's name, so rows of different settings never share a file. `extra`: more
+    fields for every row (provenance such as the search that chose its settings).
     """
     names, sparsities, seeds = _check(config)
     out_dir = rows_dir(config, results_dir)
@@ -415,7 +424,8 @@ def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
     common = {"protocol": config.protocol, "split": config.split,
               "variant": variant, "num_train": ds.num_train, "num_eval": int(len(x_eval)),
               "config": config.to_dict(), "versions": report._versions(),
-              "machine": {**report._machine(), "note": "2 CPU cores shared with other jobs"}}
+              "machine": {**report._machine(), "note": "2 CPU cores shared with other jobs"},
+              **(extra or {})}
     written = []
     for seed in seeds:
         todo = []
@@ -434,7 +444,7 @@ def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
             m = METHODS[method]
             print(f"== {method} ({m.label}) -> sparsity {sparsity:g}, seed {seed}", flush=True)
             t0 = time.time()
-            if m.group == "reference":
+            if m.kind in ("dense", "dense_at"):
                 model, seconds = dense[method], dense_times[method]
             else:
                 keras.utils.set_random_seed(100 * seed + 3)

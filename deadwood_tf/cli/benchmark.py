@@ -4,6 +4,8 @@
       --config.methods=deadwood,gradual_magnitude_at --config.sparsities=0.95
   deadwood-benchmark --config=configs/benchmark_full.py --worst_case=deadwood \
       --config.sparsities=0.95          # headline models, seed 0
+  deadwood-benchmark --search=benchmarks/search/mnist_fair_r1.py --stage=validation
+                                        # then --stage=choose, then --stage=test
   deadwood-benchmark --reproduce=benchmarks/results/mnist_cnn/deadwood_0.95_seed0.json
                                         # one committed row, rebuilt in a scratch dir
   python tools/benchmark_tables.py [--check]   # the docs' tables from the rows
@@ -23,6 +25,13 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/benchmark",
 _VARIANT = flags.DEFINE_string("variant", "", "Name of a change of settings (validation sweep).")
 _WORST = flags.DEFINE_list("worst_case", [], "Methods whose seed-0 models get the worst-case "
                            "attack check (instead of training rows).")
+_SEARCH = flags.DEFINE_string(
+    "search", None, "A committed search file (benchmarks/search/*.py): its candidates, its "
+    "rule and its winners' test rows, by --stage.")
+_STAGE = flags.DEFINE_enum("stage", None, ["validation", "choose", "test"],
+                           "With --search: which stage to run.")
+_METHODS = flags.DEFINE_list("search_methods", [], "With --search: only these contenders.")
+_SEEDS = flags.DEFINE_list("search_seeds", [], "With --search --stage=test: only these seeds.")
 _REPRODUCE = flags.DEFINE_string(
     "reproduce", None, "A committed row's .json file: rebuild that row from its own stored "
     "config and seed in a scratch directory (--workdir only if given) and print the committed "
@@ -37,6 +46,8 @@ def main(argv):
 
         workdir = _WORKDIR.value if flags.FLAGS["workdir"].present else None
         return 0 if reproduce.reproduce(_REPRODUCE.value, workdir=workdir)["ok"] else 1
+    if _SEARCH.value:
+        return _search()
     if _CONFIG.value is None:
         raise app.UsageError("Missing flag --config (a configs/benchmark_*.py file), or give "
                              "--reproduce=ROW.json.")
@@ -48,6 +59,26 @@ def main(argv):
         from deadwood_tf.benchmarks import runner
 
         runner.run(_CONFIG.value, _RESULTS.value, _WORKDIR.value, _VARIANT.value)
+
+
+def _search():
+    from deadwood_tf.benchmarks import search
+
+    if _STAGE.value is None:
+        raise app.UsageError("Missing flag --stage (validation, choose or test) for --search.")
+    s = search.load(_SEARCH.value)
+    methods = _METHODS.value or None
+    if _STAGE.value == "validation":
+        search.run_validation(s, _RESULTS.value, _WORKDIR.value, methods)
+    elif _STAGE.value == "choose":
+        chosen = search.choose(s, _RESULTS.value)
+        for key, index in chosen["choice"].items():
+            print(f"{key}: candidate {index} "
+                  f"{s['contenders'][key.split('@')[0]][index] if index is not None else '-'}")
+    else:
+        search.run_test(s, _RESULTS.value, _WORKDIR.value, methods,
+                        [int(x) for x in _SEEDS.value] or None)
+    return 0
 
 
 def run():
