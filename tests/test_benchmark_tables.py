@@ -17,10 +17,34 @@ from deadwood_tf.config import default_config
 def test_interval_and_wording():
     mean, half = tables.interval([1.0, 2.0, 3.0])
     assert mean == pytest.approx(2.0) and half == pytest.approx(4.3027 / np.sqrt(3), rel=1e-3)
-    assert tables.verdict(mean, half) == "tie"
-    assert tables.verdict(*tables.interval([1.0, 1.1, 0.9])) == "better"
-    assert tables.verdict(*tables.interval([-1.0, -1.1, -0.9])) == "worse"
-    assert tables.verdict(*tables.interval([2.0])) == "n/a (1 seed)"
+    p = tables.p_value([1.0, 2.0, 3.0])
+    assert p == pytest.approx(0.0742, abs=1e-3)        # t = 3.46 on 2 degrees of freedom
+    assert tables.verdict(mean, p) == "tie"
+    assert tables.verdict(1.0, tables.p_value([1.0, 1.1, 0.9])) == "better"
+    assert tables.verdict(-1.0, tables.p_value([-1.0, -1.1, -0.9])) == "worse"
+    assert tables.verdict(2.0, tables.p_value([2.0])) == "n/a (1 seed)"
+    assert tables.p_value([0.5, 0.5]) == 0.0 and tables.p_value([0.0, 0.0]) == 1.0
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    # Sorted 0.01, 0.02, 0.04 (m = 3): 0.03, max(0.03, 0.04), max(0.04, 0.04).
+    adjusted = tables.holm([0.04, 0.01, None, 0.02])
+    assert adjusted[1] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.04)
+    assert adjusted[0] == pytest.approx(0.04) and adjusted[2] is None
+    # A 0.02 that passes alone fails among five comparisons.
+    assert tables.holm([0.02, 0.5, 0.5, 0.5, 0.5])[0] == pytest.approx(0.1)
+    assert tables.holm([0.9, 0.8]) == [0.9, 0.9]                  # never above 1, monotone
+
+
+def test_the_committed_docs_agree_with_the_committed_rows():
+    """`tools/benchmark_tables.py --check` on the repository's own rows and docs."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = os.path.join(root, "benchmarks", "results")
+    protocols = sorted(d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d)))
+    assert tables.check_docs(os.path.join(root, "docs", "benchmarks.md"), results,
+                             protocols) == []
 
 
 def test_attacks_are_built_from_names_in_one_place():

@@ -8,8 +8,11 @@ a 95% t-interval over seeds; the targets; the worst-case attacks.
 `<!-- benchmark-tables:<protocol> begin -->` and `... end -->` of a Markdown
 file; `check_docs` reports whether the file already holds exactly that.
 
-Wording: a difference is "better" or "worse" only where its 95% interval
-excludes 0; otherwise it is a "tie" (and with one seed, "n/a": no interval).
+Wording: a difference is "better" or "worse" only where its paired t-test,
+after Holm's correction over every comparison of its table (each method and
+figure), rejects "no difference" at 5%; otherwise it is a "tie" (and with one
+seed, "n/a": no test). The 95% t-intervals shown are per comparison,
+uncorrected.
 """
 
 from __future__ import annotations
@@ -56,13 +59,34 @@ def interval(diffs):
     return float(d.mean()), float(half)
 
 
-def verdict(mean, half):
-    if half is None:
+def p_value(diffs):
+    """Two-sided p of the paired t-test that the mean of `diffs` is 0; None if n < 2."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return None
+    if np.all(d == d[0]):  # no spread: certain, unless every difference is 0
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values, in the input order (None stays None)."""
+    known = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    out, running = [None] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - rank) * p))
+        out[i] = running
+    return out
+
+
+def verdict(mean, adjusted_p, alpha=0.05):
+    """"better" / "worse" where the Holm-adjusted p is below `alpha`, else "tie"."""
+    if adjusted_p is None:
         return "n/a (1 seed)"
-    if mean - half > 0:
-        return "better"
-    if mean + half < 0:
-        return "worse"
+    if adjusted_p < alpha:
+        return "better" if mean > 0 else "worse"
     return "tie"
 
 
@@ -93,10 +117,7 @@ def _paired(groups, sparsity, headline, min_seeds=1):
     base = groups.get((headline, sparsity))
     if not base:
         return [], None
-    lines = [f"Paired differences, {headline} minus each method at sparsity {sparsity:g} "
-             "(same seeds; mean, 95% t-interval over seeds; percentage points):", "",
-             "| minus | seeds | Δ clean | Δ PGD-20 | clean | PGD-20 |", "|---|---|---|---|---|---|"]
-    best_peer, best_pgd = None, -1.0
+    rows, best_peer, best_pgd = [], None, -1.0
     for key in sorted(groups):
         if key[1] != sparsity or key[0] == headline:
             continue
@@ -108,14 +129,23 @@ def _paired(groups, sparsity, headline, min_seeds=1):
         pgd_mean = float(np.mean([other[s]["pgd"] for s in other]))
         if group == "peer" and pgd_mean > best_pgd and len(seeds) >= min(3, len(base)):
             best_peer, best_pgd = key[0], pgd_mean
-        cells = []
-        for fig in ("clean", "pgd"):
-            m, h = interval([100 * (base[s][fig] - other[s][fig]) for s in seeds])
-            cells.append((m, h))
-        text = [f"{m:+.2f}" + (f" [{m - h:+.2f}, {m + h:+.2f}]" if h is not None else "")
-                for m, h in cells]
-        lines.append(f"| {key[0]} ({group}) | {len(seeds)} | {text[0]} | {text[1]} | "
-                     f"{verdict(*cells[0])} | {verdict(*cells[1])} |")
+        diffs = [[100 * (base[s][fig] - other[s][fig]) for s in seeds] for fig in ("clean", "pgd")]
+        rows.append((key[0], group, seeds, diffs))
+    adjusted = iter(holm([p_value(d) for *_, diffs in rows for d in diffs]))
+    lines = [f"Paired differences, {headline} minus each method at sparsity {sparsity:g} "
+             "(same seeds; mean, 95% t-interval over seeds; percentage points; verdicts after "
+             f"Holm's correction over the table's {2 * len(rows)} comparisons, with its "
+             "adjusted p):", "",
+             "| minus | seeds | Δ clean | Δ PGD-20 | clean | PGD-20 |", "|---|---|---|---|---|---|"]
+    for name, group, seeds, diffs in rows:
+        text, words = [], []
+        for d in diffs:
+            m, h = interval(d)
+            p = next(adjusted)
+            text.append(f"{m:+.2f}" + (f" [{m - h:+.2f}, {m + h:+.2f}]" if h is not None else ""))
+            words.append(verdict(m, p) + (f" (p {p:.3f})" if p is not None else ""))
+        lines.append(f"| {name} ({group}) | {len(seeds)} | {text[0]} | {text[1]} | "
+                     f"{words[0]} | {words[1]} |")
     return lines, best_peer
 
 
