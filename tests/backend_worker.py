@@ -18,7 +18,7 @@ from keras import ops
 from sklearn.datasets import load_digits
 
 import deadwood_tf as dw
-from deadwood_tf import masks
+from deadwood_tf import masks, pruning_impl, shrink
 
 SPARSITY, SECOND_CUT, CALLBACK_SPARSITY = 0.8, 0.9, 0.7
 
@@ -110,6 +110,19 @@ def main(path):
               "variable_type": type(cnn().weights[0].value).__module__}
     for build in (cnn, mlp):
         result[build.__name__] = measure(build, x, y)
+    # Structured cuts: an N:M pattern, and channel groups removed by shrink_model.
+    keras.utils.set_random_seed(0)
+    pattern = dw.prune_model(cnn())
+    result["two_four"] = dw.apply_sparsity(pattern, 0.5, pattern="2:4")
+    groups = [(w * m).reshape(pruning_impl.matrix_view(w.shape)).T for w, m in arrays(pattern)]
+    # Groups of 4 consecutive input-axis weights of each output: at most 2 left.
+    result["two_four_worst_group"] = max(
+        int(np.count_nonzero(g.reshape(g.shape[0], -1, 4), axis=-1).max())
+        for g in groups if g.shape[1] % 4 == 0)
+    channels = dw.prune_model(cnn())
+    result["channel_macs_removed"] = dw.apply_sparsity(channels, 0.5, pattern="channel")
+    result["shrunk_max_diff"] = float(np.max(np.abs(
+        shrink.shrink_model(channels).predict(x, verbose=0) - channels.predict(x, verbose=0))))
     teacher = cnn()
     deadwood = dw.DeadwoodModel(dw.prune_model(teacher), teacher, attack=None)
     deadwood.compile("adam")

@@ -76,3 +76,10 @@ def test_callback_cuts_gradually_to_the_target(measured, model):
 
 def test_deadwood_model_says_it_needs_tensorflow(measured):
     assert "runs on the TensorFlow backend only" in measured["deadwood_model_fit"]
+
+
+def test_structured_cuts(measured):
+    assert measured["two_four"] == pytest.approx(0.5, abs=1e-3)
+    assert measured["two_four_worst_group"] == 2
+    assert measured["channel_macs_removed"] >= 0.5
+    assert measured["shrunk_max_diff"] <= 1e-5
