@@ -49,8 +49,9 @@ setup(
         # keras-hub: the model coverage checks (tests/test_coverage.py,
         # tools/check_coverage.py) prune KerasHub backbones; keras-hub imports
         # tensorflow-text on the TensorFlow backend. pquant-ml: tests/test_peers.py.
+        # jax, jaxlib (CPU wheels, no CUDA): tests/test_backends.py, the masks on JAX.
         "test": ["pytest", "scipy", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
                  "multiprocess", "keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22",
-                 "pquant-ml==0.1.0"],
+                 "pquant-ml==0.1.0", "jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
     },
 )

@@ -78,6 +78,11 @@ class DeadwoodCallback(keras.callbacks.Callback):
     both multipliers (`fidelity_multiplier_mean`, ..._max,
     `robustness_multiplier_mean`, ..._max). Place it before `CSVLogger` and
     `TensorBoard` in the callback list so they record these figures.
+
+    Given to the `fit` of a plain model from `prune_model` (no `DeadwoodModel`),
+    it makes the same cuts and nothing else: no dual step, no multipliers, no
+    `rho`. That is gradual (or one-shot) global magnitude pruning, on any
+    Keras backend.
     """
 
     def __init__(self, target_sparsity, prune_epoch=None, schedule="gradual", schedule_unit="step",
@@ -163,13 +168,9 @@ class DeadwoodCallback(keras.callbacks.Callback):
     # ------------------------------------------------------------ helpers
 
     def _deadwood(self):
+        """The DeadwoodModel being trained, or None for a plain pruned model."""
         model = self.model
-        if not hasattr(model, "dual_step"):
-            raise ValueError(
-                "DeadwoodCallback must be passed to DeadwoodModel.fit; it was given to "
-                f"a {type(model).__name__}."
-            )
-        return model
+        return model if hasattr(model, "dual_step") else None
 
     def _cut(self, sparsity, when):
         reached = prune.apply_sparsity(self.model, sparsity, scope=self.scope,
@@ -182,7 +183,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
         if self.pattern == "channel":
             self._flops_removed = reached
         # A schedule computes its last sparsity in float32: compare with a tolerance.
-        if self.finetune_sparsity_weight is not None and sparsity >= self.target_sparsity - 1e-6:
+        if self.finetune_sparsity_weight is not None and sparsity >= self.target_sparsity - 1e-6 \
+                and self._deadwood() is not None:
             self.model.sparsity_weight_variable.assign(float(self.finetune_sparsity_weight))
         return reached
 
@@ -202,7 +204,13 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self._deadwood()
-        if self.pattern == "channel" and getattr(model, "pattern", None) != "channel":
+        if model is None and not prune.pruned_weights(self.model):
+            raise ValueError(
+                "DeadwoodCallback must be passed to the `fit` of a DeadwoodModel or of a model "
+                f"from deadwood_tf.prune_model; it was given to a {type(self.model).__name__} "
+                "that carries no pruning masks.")
+        if model is not None and self.pattern == "channel" and \
+                getattr(model, "pattern", None) != "channel":
             logging.warning("deadwood_tf: DeadwoodCallback(pattern='channel') on a DeadwoodModel "
                             "whose sparsity term is the unstructured L1; pass "
                             "DeadwoodModel(pattern='channel') for the group lasso.")
@@ -211,7 +219,9 @@ class DeadwoodCallback(keras.callbacks.Callback):
             self._cut(self.target_sparsity, "one-shot (before training)")
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._deadwood().reset_violations()
+        model = self._deadwood()
+        if model is not None:
+            model.reset_violations()
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self._named() and self.schedule_unit == "step":
@@ -221,7 +231,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         model = self._deadwood()
-        model.dual_step(*self.dual_step_size, self.max_multiplier)
+        if model is not None:
+            model.dual_step(*self.dual_step_size, self.max_multiplier)
         completed = epoch + 1
         solve = self._one_shot_epoch()
         if self.schedule == "one_shot":
@@ -238,10 +249,10 @@ class DeadwoodCallback(keras.callbacks.Callback):
             if should:
                 self._cut(sparsity, f"scheduled (after epoch {completed})")
         if logs is not None:
-            logs["sparsity"] = prune.sparsity_report(model).sparsity
+            logs["sparsity"] = prune.sparsity_report(self.model).sparsity
             if self.pattern == "channel":
                 logs["flops_removed"] = getattr(self, "_flops_removed", 0.0)
-            if model.num_examples is not None:
+            if model is not None and model.num_examples is not None:
                 for name, var in (("fidelity", model.fidelity_multipliers),
                                   ("robustness", model.robustness_multipliers)):
                     values = np.asarray(var.numpy())
@@ -250,7 +261,8 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         reached = prune.sparsity_report(self.model).sparsity
-        target_zeros = pruning_impl.num_to_prune(self.target_sparsity, self.model.num_prunable)
+        num_prunable = sum(int(np.prod(w.shape)) for w, _ in prune.pruned_weights(self.model))
+        target_zeros = pruning_impl.num_to_prune(self.target_sparsity, num_prunable)
         if self.scope == "global" and self.pattern is None and \
                 prune.sparsity_report(self.model).zeros < target_zeros:
             logging.warning(

@@ -372,6 +372,12 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`; arrays get example indices attached (see the class doc)."""
+        if keras.backend.backend() != "tensorflow":
+            raise NotImplementedError(
+                "DeadwoodModel.fit runs on the TensorFlow backend only (its training step "
+                f"and attacks are TensorFlow's); Keras runs on {keras.backend.backend()!r}. Set "
+                "KERAS_BACKEND=tensorflow, or give DeadwoodCallback to the `fit` of the pruned "
+                "model itself (global magnitude cuts, no constraints).")
         checks.check_fit_arguments(self, x, y, kwargs.get("validation_data"))
         if y is not None and self._is_array_like(x):
             n = len(tf.nest.flatten(x)[0])

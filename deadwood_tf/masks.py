@@ -9,6 +9,11 @@ own (no wrapper layer, no graph rebuild): it reads `W`, which is already zero
 wherever `M` is. That is why any model can be pruned, subclassed and KerasHub
 ones included.
 
+A compiled training step keeps the constraints it was traced with, and under
+JAX also the values of the variables the model does not carry through the
+step as its own state, which the masks of a plain pruned model are: whatever
+changes the masks or the constraints of a model calls `refresh_training` on it.
+
 The mask is reached from the variable (`mask_of(w)`), never from a layer, so
 the layers and their configs stay plain Keras: a pruned model saves as a plain
 model (masked weights are zeros in the file). `keras.ops` only: no backend call.
@@ -76,3 +81,27 @@ def apply_mask(variable, keep=None):
     if keep is not None:
         mask.assign(ops.cast(keep, mask.dtype))
     variable.assign(variable * ops.cast(mask, variable.dtype))
+
+
+def refresh_training(model, constraints_changed=False):
+    """Makes `model`'s next training step use its masks as they are now.
+
+    Call it after the masks' values changed (a cut) or, with
+    `constraints_changed=True`, after masks were attached or detached. A
+    compiled step traced before is dropped (`make_train_function(force=True)`;
+    `fit` picks the new one up at its next batch) when it holds stale state:
+    always when the constraints changed; after a cut only on JAX, where a jitted
+    step holds the masks as constants unless the model tracks them as its own
+    variables (a `DeadwoodModel` does). TensorFlow's step reads them by
+    reference and is kept.
+    """
+    if getattr(model, "train_function", None) is None:
+        return
+    if not constraints_changed:
+        if keras.backend.backend() != "jax":
+            return
+        tracked = {id(v) for v in model.non_trainable_variables}
+        if all(id(mask_of(v)) in tracked for v in model.trainable_variables
+               if mask_of(v) is not None):
+            return
+    model.make_train_function(force=True)

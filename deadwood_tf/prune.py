@@ -192,6 +192,7 @@ def prune_model(model: keras.Model, exclude=None, *, inplace: bool = False,
     for layer, _, weight in prune_registry.prunable_variables(target):
         if id(layer) not in excluded:
             masks.attach_mask(weight, ops.not_equal(weight, 0) if masks_from_zeros else None)
+    masks.refresh_training(target, constraints_changed=True)
     return target
 
 
@@ -215,6 +216,7 @@ def strip_pruning(model, inplace: bool = False) -> keras.Model:
     if inplace:
         for weight, _ in pairs:
             masks.detach_mask(weight)
+        masks.refresh_training(model, constraints_changed=True)
         return model
     masked = {id(w): m for w, m in pairs}
     values = [ops.convert_to_numpy(w.value * ops.cast(masked[id(w)], w.dtype)) if id(w) in masked
@@ -252,7 +254,9 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
     """
     sparsity = pruning_impl.check_sparsity(sparsity, "sparsity")
     if pruning_impl.check_pattern(pattern) == ("channel",):
-        return _cut_channel_groups(model, sparsity, scope, min_keep, round_to)
+        reached = _cut_channel_groups(model, sparsity, scope, min_keep, round_to)
+        masks.refresh_training(model)
+        return reached
     channel_impl.check_round_to(round_to, pattern)
     entries = pruned_weights(model)
     if not entries:
@@ -270,6 +274,7 @@ def apply_sparsity(model, sparsity: float, scope: str = "global", min_keep=0,
     for (weight, _), k, m in zip(entries, keep, live):
         # `& m`: a lower cut (or `min_keep`, or a pattern) must never revive a weight.
         masks.apply_mask(weight, k & m)
+    masks.refresh_training(model)
     return sparsity_report(model).sparsity
 
 

@@ -231,6 +231,21 @@ def test_csv_logger_records_the_callback_figures(teacher, digits, tmp_path):
     assert "robustness_multiplier_mean" in rows[0] and "robustness_violation" in rows[0]
 
 
+def test_callback_on_a_plain_pruned_model_makes_the_cuts_only(teacher, digits):
+    # Gradual magnitude pruning: the same cuts, no dual step; masked weights stay
+    # zero through the epochs after each cut (the compiled step sees the new masks).
+    x, y = digits[0][:128], digits[1][:128]
+    plain = dw.prune_model(teacher)
+    plain.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = plain.fit(x, y, epochs=3, batch_size=64, verbose=0,
+                        callbacks=[dw.DeadwoodCallback(0.6, prune_epoch=2, verbose=0)])
+    assert history.history["sparsity"][0] == pytest.approx(0.6 * (1 - 0.5**3), abs=1e-3)
+    assert history.history["sparsity"][1:] == [pytest.approx(0.6, abs=1e-4)] * 2
+    assert "fidelity_multiplier_mean" not in history.history
+    for weight, mask in dw.pruned_weights(plain):
+        assert np.all(weight.numpy()[mask.numpy() == 0] == 0)
+
+
 def test_bad_arguments_get_clear_errors_and_change_nothing(teacher, digits):
     x, y = digits[0][:64], digits[1][:64]
     student = dw.prune_model(teacher)
@@ -260,10 +275,10 @@ def test_bad_arguments_get_clear_errors_and_change_nothing(teacher, digits):
         dw.DeadwoodCallback(0.5, dual_step_size=-1)
     with pytest.raises(ValueError, match="`prune_epoch`"):
         dw.DeadwoodCallback(0.5, prune_epoch=-2)
-    with pytest.raises(ValueError, match="DeadwoodModel"):
-        plain = dw.prune_model(teacher)
-        plain.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        plain.fit(x, y, verbose=0, callbacks=[dw.DeadwoodCallback(0.5)])
+    with pytest.raises(ValueError, match="DeadwoodModel or of a model from deadwood_tf.prune_model"):
+        dense = keras.models.clone_model(teacher)
+        dense.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        dense.fit(x, y, verbose=0, callbacks=[dw.DeadwoodCallback(0.5)])
     model.fit(x, y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="keeps multipliers for 64 examples"):
         model.fit(x[:32], y[:32], epochs=1, verbose=0)

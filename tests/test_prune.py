@@ -4,7 +4,7 @@ import pytest
 import tf_keras
 
 import deadwood_tf as dw
-
+from conftest import small_cnn, train
 
 
 def _functional_with_nested_and_shared():
@@ -145,6 +145,23 @@ def test_masked_weights_stay_zero_through_training_with_momentum(teacher, digits
     for (weight, mask), was_masked in zip(dw.pruned_weights(wrapped), zeros_before):
         assert (np.asarray(mask.numpy()) == 0).tolist() == was_masked.tolist()
         assert np.all(np.asarray(weight.numpy())[was_masked] == 0)
+
+
+def test_in_place_masks_on_a_model_that_already_trained_hold_in_its_next_fit(digits):
+    # The step compiled by the first fit knew no mask constraint: pruning (and
+    # stripping) in place has it retraced.
+    x, y = digits[0][:256], digits[1][:256]
+    keras.utils.set_random_seed(0)
+    model = train(small_cnn(), x, y, epochs=1)
+    dw.prune_model(model, inplace=True)
+    dw.apply_sparsity(model, 0.8)
+    masked = [np.asarray(m.numpy()) == 0 for _, m in dw.pruned_weights(model)]
+    weights = [w for w, _ in dw.pruned_weights(model)]
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    assert all(np.all(np.asarray(w.numpy())[m] == 0) for w, m in zip(weights, masked))
+    dw.strip_pruning(model, inplace=True)
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    assert all(np.count_nonzero(np.asarray(w.numpy())[m]) for w, m in zip(weights, masked))
 
 
 def test_gradual_cuts_never_revive_weights(teacher):

@@ -1,0 +1,85 @@
+"""The masks on Keras' other backends: JAX (and PyTorch, where installed).
+
+Each backend runs in a fresh process (tests/backend_worker.py): Keras picks its
+backend at first import, and this pytest process runs on TensorFlow. A small
+CNN and a small functional MLP are pruned and cut, trained with a plain
+`model.fit` (masked weights stay exactly zero, kept ones move), cut again
+after the training step was compiled (the next `fit` sees the new masks),
+stripped, saved and loaded as `.keras`, and cut gradually by
+`DeadwoodCallback` during `fit`. `DeadwoodModel.fit` (TensorFlow only) must
+refuse with a clear error.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MODELS = ("cnn", "mlp")
+
+
+@pytest.fixture(scope="module", params=["jax", "torch"])
+def measured(request, tmp_path_factory):
+    backend = request.param
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (pip install -e .[test] installs jax; "
+                    "torch is not a test extra)")
+    out = tmp_path_factory.mktemp(backend) / "measured.json"
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, os.path.join(HERE, "backend_worker.py"), str(out)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["backend"] == backend
+    return result
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_cut_reaches_the_exact_target(measured, model):
+    m = measured[model]
+    assert m["cut"] == pytest.approx(m["cut_expected"], abs=1e-12)
+    assert m["second_cut"] == pytest.approx(m["second_cut_expected"], abs=1e-12)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fit_keeps_masked_weights_at_exactly_zero(measured, model):
+    m = measured[model]
+    assert m["masked_nonzeros_after_fit"] == 0
+    assert m["kept_changed"] > 0.5  # the optimizer did move the kept weights
+    # The step compiled before the second cut must not hold the old masks.
+    assert m["masked_nonzeros_after_second_fit"] == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_strip_and_keras_round_trip_give_the_same_outputs(measured, model):
+    m = measured[model]
+    assert m["stripped_masks"] == 0
+    assert m["strip_max_diff"] <= 1e-6
+    assert m["loaded_max_diff"] <= 1e-6
+    assert m["loaded_sparsity"] == pytest.approx(m["pruned_sparsity"], abs=1e-12)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_callback_cuts_gradually_to_the_target(measured, model):
+    m = measured[model]
+    first, *rest = m["callback_sparsity_logs"]
+    assert 0 < first < m["callback_expected"]  # cubic: 7/8 of the target after epoch 1
+    assert rest == [pytest.approx(m["callback_expected"], abs=1e-12)] * 2
+    assert m["callback_masked_nonzeros"] == 0
+
+
+def test_deadwood_model_says_it_needs_tensorflow(measured):
+    assert "runs on the TensorFlow backend only" in measured["deadwood_model_fit"]
+
+
+def test_structured_cuts(measured):
+    assert measured["two_four"] == pytest.approx(0.5, abs=1e-3)
+    assert measured["two_four_worst_group"] == 2
+    assert measured["channel_macs_removed"] >= 0.5
+    assert measured["shrunk_max_diff"] <= 1e-5
