@@ -43,7 +43,47 @@ def test_the_committed_docs_agree_with_the_committed_rows(monkeypatch):
     monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     results = os.path.join("benchmarks", "results")
     protocols = sorted(d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d)))
-    assert tables.check_docs(os.path.join("docs", "benchmarks.md"), results, protocols) == []
+    assert tables.check_docs(tables.DOCS, results, protocols) == []
+    readme = open("README.md").read()  # the headline table is there, and generated
+    assert "<!-- benchmark-headline:mnist_cnn begin -->\n_Generated" in readme
+
+
+def _row(method, sparsity, seed, clean, pgd, group="peer"):
+    return {"method": method, "target_sparsity": sparsity, "seed": seed, "clean": clean,
+            "pgd": pgd, "group": group, "sparsity": sparsity, "train_seconds": 1.0}
+
+
+def test_headline_table_agrees_with_the_paired_table(tmp_path):
+    import json
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    rows = [_row("deadwood", 0.9, s, 0.97, 0.88 + 0.01 * s, "deadwood") for s in range(3)]
+    rows += [_row("gradual_magnitude_at", 0.9, s, 0.96, 0.85 + 0.01 * s) for s in range(3)]
+    rows += [_row("hydra_global", 0.9, s, 0.95, 0.80) for s in range(3)]
+    rows += [_row("tfmot_at", 0.9, s, 0.90, 0.60) for s in range(3)]
+    for i, r in enumerate(rows):
+        (folder / f"{i}.json").write_text(json.dumps(r))
+    text = tables.render_headline(str(tmp_path), "toy")
+    line = next(x for x in text.splitlines() if x.startswith("| 0.9 |"))
+    # Deadwood 97.00 / 89.00, the control 96.00 / 86.00, the best other peer by PGD-20.
+    assert "| 3 | 97.00 / 89.00 | 96.00 / 86.00 | hydra_global: 95.00 / 80.00 |" in line
+    # Every difference is exactly +3 PGD-20 / +1 clean: no spread, so p 0 -> "better",
+    # the same words as the paired table of the full render.
+    assert "+3.00 [+3.00, +3.00], better (p 0.000)" in line
+    full = tables.render(str(tmp_path), "toy")
+    assert "| gradual_magnitude_at (peer) | 3 | +1.00 [+1.00, +1.00] | +3.00 [+3.00, +3.00] | " \
+        "better (p 0.000) | better (p 0.000) |" in full
+    docs = tmp_path / "README.md"
+    docs.write_text("a\n<!-- benchmark-headline:toy begin -->\n<!-- benchmark-headline:toy end -->\n")
+    other = tmp_path / "bench.md"
+    other.write_text("<!-- benchmark-tables:toy begin -->\n<!-- benchmark-tables:toy end -->\n")
+    assert tables.check_docs([str(docs), str(other)], str(tmp_path), ["toy"]) == ["toy"]
+    tables.update_docs([str(docs), str(other)], str(tmp_path), ["toy"])
+    assert tables.check_docs([str(docs), str(other)], str(tmp_path), ["toy"]) == []
+    assert line in docs.read_text()
+    with pytest.raises(ValueError, match="benchmark-tables:toy begin"):
+        tables.check_docs([str(docs)], str(tmp_path), ["toy"])  # the tables have no home
 
 
 def test_attacks_are_built_from_names_in_one_place():

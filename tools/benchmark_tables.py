@@ -1,4 +1,7 @@
-"""The benchmark tables of docs/benchmarks.md, from the row files under benchmarks/results/.
+"""The benchmark tables of the docs, from the row files under benchmarks/results/.
+
+Each protocol's tables go between its markers in docs/benchmarks.md or benchmarks/HISTORY.md
+(superseded protocols, the validation sweep); the headline table goes into README.md.
 
   python tools/benchmark_tables.py            # rewrite the tables (and the plots)
   python tools/benchmark_tables.py --check    # exit 1 if the docs disagree with the rows
@@ -16,7 +19,8 @@ from deadwood_tf.benchmarks import tables  # noqa: E402
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results_dir", default="benchmarks/results")
-    parser.add_argument("--docs", default="docs/benchmarks.md")
+    parser.add_argument("--docs", default=",".join(tables.DOCS),
+                        help="comma-separated Markdown files holding the generated blocks")
     parser.add_argument("--protocols", default="",
                         help="comma-separated; default: every folder of results_dir")
     parser.add_argument("--check", action="store_true")
@@ -24,15 +28,16 @@ def main():
     protocols = [p for p in args.protocols.split(",") if p] or sorted(
         d for d in os.listdir(args.results_dir)
         if os.path.isdir(os.path.join(args.results_dir, d)))
+    docs = [d for d in args.docs.split(",") if d]
     if args.check:
-        stale = tables.check_docs(args.docs, args.results_dir, protocols)
+        stale = tables.check_docs(docs, args.results_dir, protocols)
         if stale:
             print(f"{args.docs} disagrees with the rows of {stale}: run "
                   "python tools/benchmark_tables.py", file=sys.stderr)
             sys.exit(1)
         print(f"{args.docs} agrees with {args.results_dir} ({', '.join(protocols)})")
         return
-    tables.update_docs(args.docs, args.results_dir, protocols)
+    tables.update_docs(docs, args.results_dir, protocols)
     for p in protocols:
         tables.plot(args.results_dir, p,
                     os.path.join(args.results_dir, p, "robust_accuracy_vs_sparsity.png"))

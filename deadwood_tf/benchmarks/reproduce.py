@@ -16,7 +16,8 @@ threads, nor the instruction set the kernels use (AVX2, AVX-512, ARM NEON).
 Both change float round-off, which training amplifies, so a rerun on another
 machine (or under other load) lands near the committed figures, not on them.
 `TOLERANCE` is the band the protocol promises, in accuracy points on the
-2,000 test digits; docs/benchmarks.md gives the measurements behind it.
+2,000 test digits; no measurement of how far reruns land is committed yet
+(docs/benchmarks.md says so).
 """
 
 from __future__ import annotations

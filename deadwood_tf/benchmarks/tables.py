@@ -4,9 +4,12 @@
 `worst/*.json`) and returns Markdown: per sparsity, mean +- std over seeds of
 every method; the paired difference of Deadwood to each peer and ablation with
 a 95% t-interval over seeds; the targets; the worst-case attacks.
-`update_docs(path, ...)` writes it between the markers
-`<!-- benchmark-tables:<protocol> begin -->` and `... end -->` of a Markdown
-file; `check_docs` reports whether the file already holds exactly that.
+`update_docs(paths, ...)` writes it between the markers
+`<!-- benchmark-tables:<protocol> begin -->` and `... end -->` of whichever
+Markdown file holds them (and, where their markers are, the validation sweep,
+`benchmark-validation:<protocol>`, and the README's headline,
+`benchmark-headline:<protocol>`); `check_docs` reports whether the files
+already hold exactly that.
 
 Wording: a difference is "better" or "worse" only where its paired t-test,
 after Holm's correction over every comparison of its table (each method and
@@ -25,7 +28,7 @@ import re
 
 import numpy as np
 
-# Targets of issue 11 (test numbers, mean of 3 seeds): clean, PGD-20 (%).
+# The targets set for the unstructured benchmark (test, mean over seeds): clean, PGD-20 (%).
 _MNIST_TARGETS = {0.9: (98.0, 85.0), 0.95: (97.5, 83.0), 0.99: (95.5, 72.0)}
 TARGETS = {"mnist_cnn": _MNIST_TARGETS, "mnist_cnn_lr1e-3": _MNIST_TARGETS}
 HEADLINE = "deadwood"
@@ -113,7 +116,10 @@ def _main_table(groups, sparsity, order):
     return lines
 
 
-def _paired(groups, sparsity, headline, min_seeds=1):
+def _paired_stats(groups, sparsity, headline, min_seeds=1):
+    """`(rows, best_peer)`: per method, `(name, group, seeds, [(mean, half, adjusted p)] for
+    clean and PGD-20)`, Holm-adjusted over the table's comparisons; best_peer: the peer with
+    the highest mean PGD-20 sharing at least min(3, its seeds) seeds with `headline`."""
     base = groups.get((headline, sparsity))
     if not base:
         return [], None
@@ -132,20 +138,30 @@ def _paired(groups, sparsity, headline, min_seeds=1):
         diffs = [[100 * (base[s][fig] - other[s][fig]) for s in seeds] for fig in ("clean", "pgd")]
         rows.append((key[0], group, seeds, diffs))
     adjusted = iter(holm([p_value(d) for *_, diffs in rows for d in diffs]))
+    return [(name, group, seeds, [interval(d) + (next(adjusted),) for d in diffs])
+            for name, group, seeds, diffs in rows], best_peer
+
+
+def _difference(mean, half, p):
+    """`(figure, verdict)` cells of one paired difference."""
+    return (f"{mean:+.2f}" + (f" [{mean - half:+.2f}, {mean + half:+.2f}]" if half is not None
+                              else ""),
+            verdict(mean, p) + (f" (p {p:.3f})" if p is not None else ""))
+
+
+def _paired(groups, sparsity, headline, min_seeds=1):
+    rows, best_peer = _paired_stats(groups, sparsity, headline, min_seeds)
+    if not rows:  # nothing to compare with: no table
+        return [], None
     lines = [f"Paired differences, {headline} minus each method at sparsity {sparsity:g} "
              "(same seeds; mean, 95% t-interval over seeds; percentage points; verdicts after "
              f"Holm's correction over the table's {2 * len(rows)} comparisons, with its "
              "adjusted p):", "",
              "| minus | seeds | Δ clean | Δ PGD-20 | clean | PGD-20 |", "|---|---|---|---|---|---|"]
-    for name, group, seeds, diffs in rows:
-        text, words = [], []
-        for d in diffs:
-            m, h = interval(d)
-            p = next(adjusted)
-            text.append(f"{m:+.2f}" + (f" [{m - h:+.2f}, {m + h:+.2f}]" if h is not None else ""))
-            words.append(verdict(m, p) + (f" (p {p:.3f})" if p is not None else ""))
-        lines.append(f"| {name} ({group}) | {len(seeds)} | {text[0]} | {text[1]} | "
-                     f"{words[0]} | {words[1]} |")
+    for name, group, seeds, stats in rows:
+        (text_c, word_c), (text_p, word_p) = (_difference(*st) for st in stats)
+        lines.append(f"| {name} ({group}) | {len(seeds)} | {text_c} | {text_p} | "
+                     f"{word_c} | {word_p} |")
     return lines, best_peer
 
 
@@ -153,7 +169,7 @@ def _targets(groups, protocol, headline):
     targets = TARGETS.get(protocol)
     if not targets:
         return []
-    lines = ["Targets (issue 11; test, mean over seeds; %):", "",
+    lines = ["Targets set for the unstructured benchmark (test, mean over seeds; %):", "",
              "| sparsity | target clean / PGD-20 | Deadwood clean / PGD-20 | seeds | met |",
              "|---|---|---|---|---|"]
     for s, (tc, tp) in sorted(targets.items()):
@@ -170,7 +186,7 @@ def _targets(groups, protocol, headline):
 
 
 def _structured(rows, groups):
-    """Channel pruning rows (issue 12): the target is the fraction of MACs removed."""
+    """Channel pruning rows (the structured work): the target is the fraction of MACs removed."""
     channel = _groups([r for r in rows if r.get("group") == "structured"])
     if not channel:
         return []
@@ -326,26 +342,32 @@ def render(results_dir, protocol, headline=HEADLINE) -> str:
     worst = _worst(folder)
     if worst:
         out += worst + [""]
-    validation = _groups(load_rows(os.path.join(folder, "validation")))
-    if validation:
-        out += ["Validation sweep (validation split: 1,000 held-out training examples; mean "
-                "over the seeds run; %). Variants are named by their change from the "
-                "settings of their round (`tools/benchmark_validation.sh`): rows without "
-                "an lr suffix ran at that round's lr 1e-3. Each method's variants "
-                "together, best PGD-20 first.", "",
-                "| variant | sparsity | seeds | clean | PGD-20 |", "|---|---|---|---|---|"]
-        pgd = {k: np.mean([r["pgd"] for r in v.values()]) for k, v in validation.items()}
-        best = {}
-        for (name, s), v in pgd.items():
-            base = (name.split("-")[0], s)
-            best[base] = max(best.get(base, -1.0), v)
-        for key in sorted(validation, key=lambda k: (
-                k[1], -best[(k[0].split("-")[0], k[1])], k[0].split("-")[0], -pgd[k])):
-            runs = [validation[key][x] for x in sorted(validation[key])]
-            out.append(f"| {key[0]} | {key[1]:g} | {','.join(str(r['seed']) for r in runs)} | "
-                       f"{100 * np.mean([r['clean'] for r in runs]):.2f} | "
-                       f"{100 * pgd[key]:.2f} |")
-        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_validation(results_dir, protocol) -> str:
+    """Markdown of one protocol's validation sweep (`<protocol>/validation/*.json`)."""
+    validation = _groups(load_rows(os.path.join(results_dir, protocol, "validation")))
+    if not validation:
+        return ""
+    out = ["Validation sweep (validation split: 1,000 held-out training examples; mean "
+           "over the seeds run; %). Variants are named by their change from the "
+           "settings of their round (`tools/benchmark_validation.sh`): rows without "
+           "an lr suffix ran at that round's lr 1e-3. Each method's variants "
+           "together, best PGD-20 first.", "",
+           "| variant | sparsity | seeds | clean | PGD-20 |", "|---|---|---|---|---|"]
+    pgd = {k: np.mean([r["pgd"] for r in v.values()]) for k, v in validation.items()}
+    best = {}
+    for (name, s), v in pgd.items():
+        base = (name.split("-")[0], s)
+        best[base] = max(best.get(base, -1.0), v)
+    for key in sorted(validation, key=lambda k: (
+            k[1], -best[(k[0].split("-")[0], k[1])], k[0].split("-")[0], -pgd[k])):
+        runs = [validation[key][x] for x in sorted(validation[key])]
+        out.append(f"| {key[0]} | {key[1]:g} | {','.join(str(r['seed']) for r in runs)} | "
+                   f"{100 * np.mean([r['clean'] for r in runs]):.2f} | "
+                   f"{100 * pgd[key]:.2f} |")
+    out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -381,13 +403,17 @@ def plot(results_dir, protocol, path, headline=HEADLINE):
     plt.close(fig)
 
 
-def _markers(protocol):
-    return (f"<!-- benchmark-tables:{protocol} begin -->",
-            f"<!-- benchmark-tables:{protocol} end -->")
+# The files that hold generated blocks (paths from the repository root).
+DOCS = ("docs/benchmarks.md", "benchmarks/HISTORY.md", "README.md")
 
 
-def _replace(text, protocol, body):
-    begin, end = _markers(protocol)
+def _markers(protocol, kind="tables"):
+    return (f"<!-- benchmark-{kind}:{protocol} begin -->",
+            f"<!-- benchmark-{kind}:{protocol} end -->")
+
+
+def _replace(text, protocol, body, kind="tables"):
+    begin, end = _markers(protocol, kind)
     if begin not in text or end not in text:
         raise ValueError(f"Invalid docs file: the markers {begin!r} and {end!r} are missing.")
     head, rest = text.split(begin, 1)
@@ -395,18 +421,46 @@ def _replace(text, protocol, body):
     return f"{head}{begin}\n{body}{end}{tail}"
 
 
-def update_docs(path, results_dir, protocols):
-    text = open(path).read()
+def _updated(texts, results_dir, protocol):
+    """`{path: text}` with every block of `protocol` regenerated where its markers are: the
+    tables (required in one of the files), the validation sweep and the headline."""
+    if not any(_markers(protocol)[0] in text for text in texts.values()):
+        raise ValueError(f"Invalid docs files {sorted(texts)}: none holds the markers "
+                         f"{_markers(protocol)[0]!r} and {_markers(protocol)[1]!r}.")
+    blocks = (("tables", render), ("validation", render_validation),
+              ("headline", render_headline))
+    out = {}
+    for path, text in texts.items():
+        for kind, make in blocks:
+            if _markers(protocol, kind)[0] in text:
+                text = _replace(text, protocol, make(results_dir, protocol), kind)
+        out[path] = text
+    return out
+
+
+def _read(paths):
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    texts = {}
+    for path in paths:
+        with open(path) as f:
+            texts[path] = f.read()
+    return texts
+
+
+def update_docs(paths, results_dir, protocols):
+    """Rewrites the generated blocks of `protocols` in `paths` (one Markdown file or several)."""
+    texts = _read(paths)
     for p in protocols:
-        text = _replace(text, p, render(results_dir, p))
-    with open(path, "w") as f:
-        f.write(text)
+        texts = _updated(texts, results_dir, p)
+    for path, text in texts.items():
+        with open(path, "w") as f:
+            f.write(text)
 
 
-def check_docs(path, results_dir, protocols) -> list:
-    """Protocols whose block in `path` differs from what the rows give (empty: all agree)."""
-    text = open(path).read()
-    return [p for p in protocols if _replace(text, p, render(results_dir, p)) != text]
+def check_docs(paths, results_dir, protocols) -> list:
+    """Protocols whose blocks in `paths` differ from what the rows give (empty: all agree)."""
+    texts = _read(paths)
+    return [p for p in protocols if _updated(texts, results_dir, p) != texts]
 
 
 def plot_latency(results_dir, protocol, path) -> bool:
@@ -442,3 +496,41 @@ def plot_latency(results_dir, protocol, path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+CONTROL = "gradual_magnitude_at"
+
+
+def render_headline(results_dir, protocol, headline=HEADLINE, control=CONTROL) -> str:
+    """The README's headline table: per sparsity, the mean clean / PGD-20 over seeds of
+    `headline`, the gradual `control` and the best other peer (highest mean PGD-20), and
+    `headline` minus `control` with the verdicts of the paired table (Holm-corrected)."""
+    groups = _groups([r for r in load_rows(os.path.join(results_dir, protocol))
+                      if r.get("group") != "structured"])
+
+    def cell(name, s):
+        runs = groups[(name, s)].values()
+        return (f"{100 * np.mean([r['clean'] for r in runs]):.2f} / "
+                f"{100 * np.mean([r['pgd'] for r in runs]):.2f}")
+
+    lines = [f"_Generated by `python tools/benchmark_tables.py` from "
+             f"`{os.path.join(results_dir, protocol)}/` (test split; mean over seeds; clean / "
+             "PGD-20, %; differences: mean [95% t-interval], verdict after Holm's correction "
+             "over the paired table of its sparsity); do not edit by hand._", "",
+             f"| sparsity | seeds | {headline} | {control} (control) | best other peer | "
+             f"{headline} − control, PGD-20 | {headline} − control, clean |",
+             "|---|---|---|---|---|---|---|"]
+    for s in sorted(k[1] for k in groups if k[0] == headline and k[1] > 0):
+        rows, _ = _paired_stats(groups, s, headline)
+        stats = {name: st for name, _, _, st in rows}
+        n = len(groups[(headline, s)])
+        peers = [(float(np.mean([r["pgd"] for r in groups[(name, s)].values()])), name)
+                 for name, group, seeds, _ in rows
+                 if group == "peer" and name != control and len(seeds) >= min(3, n)]
+        best = max(peers)[1] if peers else None
+        diffs = ([", ".join(_difference(*stats[control][i])) for i in (1, 0)]  # PGD-20, clean
+                 if control in stats else ["–", "–"])
+        lines.append(f"| {s:g} | {n} | {cell(headline, s)} | "
+                     f"{cell(control, s) if control in stats else '–'} | "
+                     f"{f'{best}: {cell(best, s)}' if best else '–'} | {diffs[0]} | {diffs[1]} |")
+    return "\n".join(lines) + "\n"
