@@ -9,6 +9,7 @@ from deadwood_tf import attacks
 from deadwood_tf.attacks import FGSM, PGD, AutoAttack, SquareAttack, evaluate_robustness
 from deadwood_tf.callbacks import DeadwoodCallback
 from deadwood_tf.deadwood_model import DeadwoodModel
+from deadwood_tf.embedding_attack import EmbeddingAttack
 from deadwood_tf.export import export_tflite, run_tflite
 from deadwood_tf.prune import (
     SparsityReport,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DeadwoodCallback",
     "DeadwoodModel",
+    "EmbeddingAttack",
     "AutoAttack",
     "SquareAttack",
     "FGSM",

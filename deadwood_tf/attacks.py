@@ -243,6 +243,12 @@ class Attack:
                              clip_min, clip_max)
         return tf.nest.map_structure(tf.stop_gradient, rebuild(flat))
 
+    def run(self, fn, x_adv):
+        """`fn` (a model function) on what `__call__` returned: here the adversarial
+        inputs themselves; an attack that perturbs inside the model (in embedding
+        space) applies its perturbation around the call."""
+        return fn(x_adv)
+
     def get_config(self) -> dict:
         return {"eps": self.eps, "norm": self.norm_name, "clip_min": self.clip_min,
                 "clip_max": self.clip_max, "inputs": self.inputs}
@@ -442,14 +448,17 @@ class AutoAttack(ARTAttack):
 # ---------------------------------------------------------------- logits
 
 
-def _output_layer(model):
-    """The layer producing a Sequential/functional model's single output."""
+def _output_layer(model, output=None):
+    """The layer producing a Sequential/functional model's single output (or, with
+    `output`, its output at that flat position)."""
     layer = model
     while isinstance(layer, keras.Model):
         if isinstance(layer, keras.Sequential):
             layer = layer.layers[-1] if layer.layers else None
         elif type(layer).__name__ == "Functional" and len(layer.outputs) == 1:
             layer = compat.producing_operation(layer.outputs[0])
+        elif type(layer).__name__ == "Functional" and output is not None and layer is model:
+            layer = compat.producing_operation(layer.outputs[output])
         else:
             return None
     return layer
@@ -477,9 +486,10 @@ def _softmax_removed(layer):
             layer.activation = original
 
 
-def outputs_probabilities(model) -> bool:
-    """Whether `model`'s last operation is a softmax (so it outputs probabilities)."""
-    layer = _output_layer(model)
+def outputs_probabilities(model, output=None) -> bool:
+    """Whether `model`'s last operation (on its output at flat position `output`,
+    for a model with several) is a softmax (so it outputs probabilities)."""
+    layer = _output_layer(model, output)
     if layer is None:
         return False
     if isinstance(layer, keras.layers.Softmax):
@@ -508,6 +518,27 @@ def logits_fn(model, from_logits=None) -> Callable:
         return fn
     return lambda x, training=False: tf.math.log(
         tf.clip_by_value(model(x, training=training), 1e-12, 1.0))
+
+
+def outputs_fn(model, from_logits=None, output=0) -> Callable:
+    """`fn(x, training=False) -> (logits, flat outputs)` for a model with several
+    outputs: the class scores at flat position `output` as logits (a final
+    softmax skipped, as `logits_fn` does), and every output as the call gave it
+    (the class scores' layer without its softmax), in one pass."""
+    layer = _output_layer(model, output)
+    detected = outputs_probabilities(model, output)
+    if from_logits is None:
+        from_logits = not detected
+
+    def fn(x, training=False):
+        removed = not from_logits and detected
+        with _softmax_removed(layer) if removed else contextlib.nullcontext():
+            flat = keras.tree.flatten(model(x, training=training))
+        head = flat[output]
+        if not from_logits and not detected:
+            head = tf.math.log(tf.clip_by_value(head, 1e-12, 1.0))
+        return head, flat
+    return fn
 
 
 # ---------------------------------------------------------------- evaluation
@@ -575,6 +606,9 @@ def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_
             raise ValueError(
                 f"Invalid value for argument `attacks`: {type(a).__name__} (ART) takes "
                 f"single-input models; this one has several inputs. Received: {a!r}")
+    for a in attacks:
+        if hasattr(a, "_bound_layer"):  # an EmbeddingAttack perturbs this model's layer
+            a.check_inputs(model)
     fn = logits_fn(model, from_logits)
     model_fn = lambda t: fn(t, training=False)  # noqa: E731
 
@@ -590,9 +624,9 @@ def evaluate_robustness(model, x, y=None, attacks: Sequence[Attack] = (), batch_
         # One trace per attack: the batch dimension is left open.
         @tf.function(input_signature=signature)
         def correct(xb, yb):
-            if attack is not None:
-                xb = attack(model_fn, xb, yb)
-            return tf.reduce_sum(tf.cast(tf.argmax(model_fn(xb), -1) == yb, tf.int64))
+            logits = model_fn(xb) if attack is None else attack.run(model_fn,
+                                                                     attack(model_fn, xb, yb))
+            return tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == yb, tf.int64))
         return correct
 
     results = {}

@@ -27,6 +27,8 @@ from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import compat
 from deadwood_tf import lagrangian
 from deadwood_tf import masks, prune
+from deadwood_tf import outputs as outputs_lib
+from deadwood_tf.embedding_attack import EmbeddingPerturbation
 
 _INPUTS = "__deadwood_inputs__"
 _INDEX = "__deadwood_index__"
@@ -35,7 +37,8 @@ ROBUST_TARGETS = ("label", "teacher")
 BATCH_NORM_MODES = ("joint", "separate")
 SPARSITY_PATTERNS = (None, "channel")
 # Metrics that only the training step produces (not shown by evaluate()).
-TRAINING_METRICS = ("fidelity_violation", "robustness_violation", "l1", "adv_accuracy")
+TRAINING_METRICS = ("fidelity_violation", "robustness_violation", "l1", "adv_accuracy",
+                    "other_outputs_loss")
 
 
 def _check_number(value, name, low=0.0, low_inclusive=True):
@@ -51,21 +54,6 @@ def _check_number(value, name, low=0.0, low_inclusive=True):
             f"Received: {name}={value!r}"
         )
     return v
-
-
-def _output_shape(model, name):
-    """The output shape of a single-output model (subclassed ones included)."""
-    outputs = getattr(model, "outputs", None)
-    if not outputs:  # subclassed: run `call` on the shape it was built with
-        shape = (model.get_build_config() or {}).get("input_shape")
-        outputs = keras.tree.flatten(model.compute_output_spec(
-            keras.tree.map_shape_structure(lambda s: keras.KerasTensor((None, *s[1:])), shape)
-        )) if shape is not None else []
-    if len(outputs) != 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a model with one output (the "
-            f"class scores). Received: a model with {len(outputs)} outputs")
-    return tuple(outputs[0].shape[1:])
 
 
 
@@ -143,16 +131,28 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         statistics; "joint": one pass over both (one set of batch-norm
         statistics). On a batch-norm model separate passes scored higher, clean
         and under PGD (docs/benchmarks.md); without batch norm both compute
-        the same.
+        the same. A model with several outputs, or an attack in embedding
+        space, always gets separate passes.
       pattern: None (default): `Omega` is the normalised L1 of the masked
         weights. "channel": `Omega` is the group lasso over the student's
         channel groups (`channel_groups.group_lasso`), for structured Deadwood
         with `DeadwoodCallback(pattern="channel")`; the student must be a
         functional or Sequential model whose graph `channel_groups` analyses.
 
+      output: for a model with several outputs, the one (name or flat
+        position; see `deadwood_tf.outputs`) whose class scores the
+        constraints act on. Required then; the error lists the names.
+      other_output_losses: for a model with several outputs, a loss for each
+        other output (name -> Keras loss, e.g. "mse"), applied between the
+        teacher's and the student's output on the clean inputs (distillation),
+        each weighted by `other_output_weights` (default 1) and added to the
+        Lagrangian.
+
     Inputs may be a dict, list or tuple of tensors (a model with several
-    inputs); the attack perturbs the floating-point ones (see `Attack`). An
-    attack that cannot apply to the student's inputs raises ValueError here.
+    inputs); the attack perturbs the floating-point ones (see `Attack`). When
+    every input is an integer id (text), use `EmbeddingAttack`, which perturbs
+    the output of a named embedding layer. An attack that cannot apply to the
+    student's inputs raises ValueError here.
 
     Training data: arrays `fit(x, y)` get example indices attached
     automatically (shuffling included). A tf.data input may yield
@@ -173,7 +173,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                  robustness_bound=0.0, sparsity_weight=50.0, label_weight=0.0,
                  temperature=1.0, robust_target="label", initial_multiplier=1.0,
                  num_examples=None, from_logits=None, batch_norm="separate", pattern=None,
-                 **kwargs):
+                 output=None, other_output_losses=None, other_output_weights=None, **kwargs):
         prune.check_keras_model(student, "student")
         prune.check_keras_model(teacher, "teacher")
         if attack is _REQUIRED:
@@ -191,12 +191,9 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                 "Invalid value for argument `student`: it carries no pruning masks. "
                 "Pass `deadwood_tf.prune_model(teacher)` as the student."
             )
-        s_shape, t_shape = _output_shape(student, "student"), _output_shape(teacher, "teacher")
-        if s_shape != t_shape:
-            raise ValueError(
-                "Invalid values for arguments `student`, `teacher`: expected the same "
-                f"output shape. Received: student output {s_shape}, teacher output {t_shape}"
-            )
+        heads = outputs_lib.Heads.of(student, teacher, output, other_output_losses,
+                                     other_output_weights)
+        s_shape = outputs_lib.names_and_shapes(student, "student")[heads.index][1]
         if attack is not None:
             attack.check_inputs(student)
         if batch_norm not in BATCH_NORM_MODES:
@@ -244,10 +241,21 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         for k, v in hyper.items():
             setattr(self, k, v)
         self.from_logits = from_logits
-        self._student_logits = attacks_lib.logits_fn(student, from_logits)
-        self._teacher_logits = attacks_lib.logits_fn(teacher, from_logits)
-        self._outputs_logits = (not attacks_lib.outputs_probabilities(student)
-                                if from_logits is None else bool(from_logits))
+        self.heads = heads
+        if heads.several:
+            self._student_outputs = attacks_lib.outputs_fn(student, from_logits, heads.index)
+            self._teacher_outputs = attacks_lib.outputs_fn(teacher, from_logits, heads.index)
+            self._student_logits = lambda t, training=False: self._student_outputs(
+                t, training)[0]
+            self._teacher_logits = lambda t, training=False: self._teacher_outputs(
+                t, training)[0]
+            self.others_tracker = keras.metrics.Mean(name="other_outputs_loss")
+        else:
+            self._student_logits = attacks_lib.logits_fn(student, from_logits)
+            self._teacher_logits = attacks_lib.logits_fn(teacher, from_logits)
+        self._outputs_logits = (not attacks_lib.outputs_probabilities(
+            student, heads.index if heads.several else None)
+            if from_logits is None else bool(from_logits))
         self.num_classes = int(s_shape[-1])
         self.num_prunable = int(sum(np.prod(w.shape) for w, _ in self._pruned_weights()))
         self.num_examples = None
@@ -506,6 +514,8 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss; without one (`compile(loss=None)`, the default),
         sparse categorical cross-entropy of the student, as `evaluate` reports."""
+        if self.heads.several and y_pred is not None:
+            y_pred = self.heads.split(y_pred)[0]
         if compat.compile_loss(self) is not None or y is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
         labels, label_ok = self._labels(y)
@@ -517,17 +527,30 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             ce += tf.add_n([tf.cast(l, ce.dtype) for l in self.losses])
         return ce
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if self.heads.several and isinstance(y_pred, (list, tuple, dict)):
+            y_pred = self.heads.split(y_pred)[0]
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _student_clean(self, x):
+        """`(logits, other outputs)` of the student on clean `x` (training mode)."""
+        if self.heads.several:
+            head, flat = self._student_outputs(x, training=True)
+            return tf.cast(head, tf.float32), self.heads.split(flat)[1]
+        return tf.cast(self._student_logits(x, training=True), tf.float32), {}
+
     def _student_passes(self, x, x_adv):
-        """Student logits (float32) on `x` and `x_adv` (None without an attack):
-        one batch-norm batch of both, or two (`batch_norm`)."""
+        """Student logits (float32) on `x` and `x_adv` (None without an attack), and
+        its other outputs on `x`: one batch-norm batch of both, or two (`batch_norm`;
+        always two for an attack in embedding space)."""
         logits = lambda t: tf.cast(self._student_logits(t, training=True), tf.float32)  # noqa: E731
-        if x_adv is None:
-            return logits(x), None
-        if self.batch_norm == "separate":
-            return logits(x), logits(x_adv)
+        if x_adv is None or self.batch_norm == "separate" or self.heads.several or \
+                isinstance(x_adv, EmbeddingPerturbation):
+            clean, others = self._student_clean(x)
+            return clean, (None if x_adv is None else self.attack.run(logits, x_adv)), others
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
         both = logits(tf.nest.map_structure(lambda a, b: tf.concat([a, b], 0), x, x_adv))
-        return both[:batch], both[batch:]
+        return both[:batch], both[batch:], {}
 
     def _violations(self, y, teacher_logits, logits, adv_logits):
         """Per-example hinge violations `(v, u)` of the fidelity and robustness bounds."""
@@ -542,7 +565,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                 lagrangian.hinge_violations(robustness, self.robustness_bound))
 
     def _lagrangian(self, y, index, valid, logits, fidelity_violation, robustness_violation,
-                    sample_weight, replica_ctx):
+                    sample_weight, replica_ctx, others_loss=0.0):
         """`(loss, grad_loss, l1)`: the Lagrangian of this replica's batch (logged);
         the share of the global batch's Lagrangian whose gradient this replica adds
         (`loss` itself without a strategy); and `Omega(w)`."""
@@ -558,7 +581,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         else:
             l1 = lagrangian.normalized_l1(
                 [(w.value, m.value) for w, m in self._pruned_weights()], self.num_prunable)
-        shared = self.sparsity_weight_variable.value * l1
+        shared = self.sparsity_weight_variable.value * l1 + others_loss
         if self.student.losses:
             shared += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
         loss = shared + lagrangian.batch_mean(per_example, sample_weight)
@@ -608,31 +631,39 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
 
         student_fn = lambda t: self._student_logits(t, training=False)  # noqa: E731
         x_adv = self.attack(student_fn, x, y) if self.attack is not None else None
-        teacher_logits = tf.stop_gradient(
-            tf.cast(self._teacher_logits(x, training=False), tf.float32))
+        if self.heads.several:
+            head, flat = self._teacher_outputs(x, training=False)
+            teacher_logits, teacher_others = head, self.heads.split(flat)[1]
+        else:
+            teacher_logits, teacher_others = self._teacher_logits(x, training=False), {}
+        teacher_logits = tf.stop_gradient(tf.cast(teacher_logits, tf.float32))
         with tf.GradientTape() as tape:
-            logits, adv_logits = self._student_passes(x, x_adv)
+            logits, adv_logits, others = self._student_passes(x, x_adv)
             fidelity_violation, robustness_violation = self._violations(
                 y, teacher_logits, logits, adv_logits)
+            others_loss = (tf.cast(self.heads.distillation(teacher_others, others), tf.float32)
+                           if others else 0.0)
             loss, grad_loss, l1 = self._lagrangian(
                 y, index, valid, logits, fidelity_violation, robustness_violation,
-                sample_weight, replica_ctx)
+                sample_weight, replica_ctx, others_loss)
             scaled = self.optimizer.scale_loss(grad_loss)
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         self._record_violations(index, valid, fidelity_violation, robustness_violation,
                                 replica_ctx)
         return self._step_logs(x, y, logits, adv_logits, loss, l1, fidelity_violation,
-                               robustness_violation, sample_weight)
+                               robustness_violation, sample_weight, others_loss)
 
     def _step_logs(self, x, y, logits, adv_logits, loss, l1, fidelity_violation,
-                   robustness_violation, sample_weight):
+                   robustness_violation, sample_weight, others_loss=0.0):
         tracker = compat.loss_tracker(self)
         if tracker is not None:
             tracker.update_state(loss, sample_weight=tf.shape(y)[0])
         self.fidelity_tracker.update_state(fidelity_violation)
         self.robustness_tracker.update_state(robustness_violation)
         self.l1_tracker.update_state(l1)
+        if self.heads.several:
+            self.others_tracker.update_state(others_loss)
         if adv_logits is not None:
             self.adv_accuracy_tracker.update_state(y, adv_logits)
         y_pred = logits if self._outputs_logits else tf.nn.softmax(logits)
@@ -665,6 +696,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             # Which of the student's weights carry masks (positions in
             # `student.weights`), so that from_config can re-attach them.
             "masked_weights": self._masked_weight_positions(),
+            **self.heads.config(),
         }
 
     def _masked_weight_positions(self):
