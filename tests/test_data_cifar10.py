@@ -8,6 +8,7 @@ when it is there).
 
 import hashlib
 import io
+import json
 import os
 import shutil
 
@@ -303,25 +304,26 @@ def test_rows_with_augmentation_record_the_per_epoch_check(tmp_path):
     from test_benchmark import tiny
 
     c = tiny()
-    c.methods = ("dense_at,gradual_magnitude_at",)
+    c.methods = ("dense_at,gradual_magnitude_at,l1_filter_at",)
     c.seeds = (0,)
     c.dense.epochs = 1
-    c.data.num_train, c.data.validation, c.data.num_test = 500, 100, 50
+    c.data.num_train, c.data.validation, c.data.num_test = 300, 100, 50
+    c.prune.finetune_epochs = 0
+    c.eval.fgsm, c.eval.pgd_steps = False, 2
     with c.unlocked():
         c.data.augment = True
         c.eval.per_epoch_examples = 20
         c.eval.per_epoch_pgd_steps = 3
         c.dense.lr_schedule = "cosine"
-    rows = {os.path.basename(p).split("_0")[0]: p
+    rows = {os.path.basename(p).rsplit("_", 2)[0]: p
             for p in runner.run(c, str(tmp_path / "r"), str(tmp_path / "w"))}
-    import json
-
     dense_at = json.load(open(rows["dense_at"]))
     assert len(dense_at["check_pgd"]) == c.dense.adversarial_epochs
     assert dense_at["collapsed_epoch"] is None or dense_at["collapsed_epoch"] >= 1
-    pruned = json.load(open(rows["gradual_magnitude_at"]))
-    assert len(pruned["check_pgd"]) == c.prune.solve_epochs + c.prune.finetune_epochs
-    assert all(0.0 <= a <= 1.0 for a in pruned["check_pgd"])
+    for method in ("gradual_magnitude_at", "l1_filter_at"):
+        pruned = json.load(open(rows[method]))
+        assert len(pruned["check_pgd"]) == c.prune.solve_epochs + c.prune.finetune_epochs
+        assert all(0.0 <= a <= 1.0 for a in pruned["check_pgd"])
 
 
 @pytest.mark.skipif(not os.path.exists(REAL), reason="../shared/data/cifar10_jpeg.npz is absent")

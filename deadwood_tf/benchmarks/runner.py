@@ -433,7 +433,10 @@ def _deadwood(config, switches, dense_at, ds, sparsity, seed, check=None, title=
     return prune.strip_pruning(model), _check_summary(robust)
 
 
-def _peer(method, config, dense_at, ds, sparsity, seed):
+def _peer(method, config, dense_at, ds, sparsity, seed, callbacks=()):
+    """An external peer's model; `callbacks` go to its fit where it takes Keras 3
+    callbacks (L1-filter's; tfmot trains a tf_keras copy, HYDRA and PQuantML their own
+    loops: they train without the progress lines and the per-epoch check)."""
     from deadwood_tf.benchmarks import baselines
 
     m = METHODS[method]
@@ -456,7 +459,8 @@ def _peer(method, config, dense_at, ds, sparsity, seed):
                                 attack=attack, **kwargs)
     if m.kind == "l1_filter":
         return baselines.l1_filter_at(dense_at, ds, sparsity, attack=attack,
-                                      round_to=p.get("round_to", 1), **kwargs)
+                                      round_to=p.get("round_to", 1), callbacks=callbacks,
+                                      **kwargs)
     raise ValueError(f"Invalid method kind {m.kind!r} for {method!r}")
 
 
@@ -531,7 +535,11 @@ def run(config, results_dir: str, workdir: str, variant: str = "") -> list:
                                                sparsity, seed, check,
                                                f"seed {seed} {method} {sparsity:g}")
                 else:
-                    model = _peer(method, config, dense["dense_at"], ds, sparsity, seed)
+                    extra, robust = _fit_callbacks(config, ds, f"seed {seed} {method} "
+                                                   f"{sparsity:g}", check) \
+                        if m.kind == "l1_filter" else ([], None)
+                    model = _peer(method, config, dense["dense_at"], ds, sparsity, seed, extra)
+                    checked = _check_summary(robust)
                 seconds = time.time() - t0
                 if m.group == "structured":  # the physically smaller model (verified)
                     from deadwood_tf.shrink import shrink_model
