@@ -431,8 +431,8 @@ class Progress(keras.callbacks.Callback):
         left = self.num_examples - self._images(steps_done)
         fit_left = left + self.num_examples * (self.epochs - self.epoch - 1)
         epoch_eta = f"epoch ETA {_duration(left / rate)}, " if left else ""
-        return (f"{head}{where}: {rate:.1f} images/s; {epoch_eta}fit ETA "
-                f"{_duration(fit_left / rate)}")
+        fit_eta = f"fit ETA {_duration(fit_left / rate)}" if fit_left else "fit done"
+        return f"{head}{where}: {rate:.1f} images/s; {epoch_eta}{fit_eta}"
 
     def on_epoch_end(self, epoch, logs=None):
         now, steps = time.time(), self._steps()

@@ -137,7 +137,9 @@ def load_npz(path: str):
         raise FileNotFoundError(
             f"Invalid value for `data.path`: no file at {path!r}. Pass an .npz in Keras' "
             "layout (x_train, y_train, x_test, y_test), e.g. "
-            "--config.data.path=../shared/data/mnist10k.npz or Keras' own mnist.npz."
+            "--config.data.path=../shared/data/mnist10k.npz or Keras' own mnist.npz, or one "
+            "of JPEG bytes such as ../shared/data/cifar10_jpeg.npz (paths are relative to "
+            f"the working directory, {os.getcwd()})."
         )
     if _is_jpeg_npz(path):
         return load_jpeg_npz(path)
