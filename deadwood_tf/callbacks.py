@@ -1,4 +1,5 @@
-"""What `fit` calls: the dual step and the global cut.
+"""What `fit` calls: the dual step and the global cut; per-epoch robust
+accuracy (with the catastrophic-overfitting check) and progress lines.
 
 Example:
 
@@ -9,11 +10,15 @@ Example:
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 import keras
 import tensorflow as tf
 from absl import logging
 
+from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import channel_impl, prune, pruning_impl
 
 SCHEDULE_UNITS = ("step", "epoch")
@@ -291,3 +296,160 @@ def from_config(config, target_sparsity=None, **overrides) -> DeadwoodCallback:
                                   if d.finetune_sparsity_weight >= 0 else None))
     args.update(overrides)
     return DeadwoodCallback(sparsity, **args)
+
+
+def _classifier(trained):
+    """The classifier inside a training model: a DeadwoodModel's `student`, an
+    AdversarialTraining's `model`, else the model itself."""
+    for attr in ("student", "model"):
+        inner = getattr(trained, attr, None)
+        if isinstance(inner, keras.Model):
+            return inner
+    return trained
+
+
+class RobustAccuracy(keras.callbacks.Callback):
+    """Accuracy under `attack` on a fixed subset after each epoch, in
+    `logs[name]`, and the check for catastrophic overfitting.
+
+    Fast adversarial training (few attack steps) can collapse within an
+    epoch: the model learns to defeat its training attack while accuracy
+    under a stronger PGD drops to near zero (Wong et al., "Fast is better
+    than free", 2020). The check flags an epoch whose accuracy falls more
+    than `collapse_drop` below the best so far.
+
+    Args:
+      x, y: the subset (a validation subset, so that test data stay unseen).
+      attack: a `deadwood_tf.attacks.Attack`, e.g. PGD-10.
+      name: the key written into `logs`.
+      classifier: the model attacked; default the fitted model's `student`
+        (DeadwoodModel) or `model` (AdversarialTraining), else the fitted model.
+      collapse_drop: a fall (absolute, in [0, 1]) below the best accuracy so
+        far that counts as catastrophic overfitting: a warning, and
+        `logs["catastrophic_overfitting"] = 1.0` from that epoch on. None: no check.
+      stop_on_collapse: also stop the fit at the flagged epoch.
+
+    Attributes:
+      history: the accuracy after each epoch of the fit.
+      collapsed_epoch: the first flagged epoch (1-based), or None.
+    """
+
+    def __init__(self, x, y, attack, name="val_pgd_accuracy", classifier=None,
+                 collapse_drop=0.2, stop_on_collapse=False):
+        super().__init__()
+        if collapse_drop is not None and not 0.0 < collapse_drop <= 1.0:
+            raise ValueError("Invalid value for argument `collapse_drop`: expected a fraction "
+                             f"in (0, 1] or None. Received: collapse_drop={collapse_drop!r}")
+        self.x, self.y, self.attack, self.name = x, y, attack, name
+        self.classifier = classifier
+        self.collapse_drop, self.stop_on_collapse = collapse_drop, stop_on_collapse
+        self.history, self.collapsed_epoch = [], None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not len(self.x):
+            return
+        model = self.classifier or _classifier(self.model)
+        accuracy = attacks_lib.evaluate_robustness(model, self.x, self.y,
+                                                   [self.attack])[self.attack.name]
+        logs[self.name] = accuracy
+        best = max(self.history, default=accuracy)
+        self.history.append(float(accuracy))
+        if self.collapse_drop is None:
+            return
+        if self.collapsed_epoch is None and accuracy < best - self.collapse_drop:
+            self.collapsed_epoch = epoch + 1
+            logging.warning(
+                "deadwood_tf: catastrophic overfitting at epoch %d: %s %.4f fell more than "
+                "%.2f below its best %.4f", epoch + 1, self.name, accuracy, self.collapse_drop,
+                best)
+            if self.stop_on_collapse:
+                self.model.stop_training = True
+        logs["catastrophic_overfitting"] = float(self.collapsed_epoch is not None)
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress(keras.callbacks.Callback):
+    """Lines a long fit prints: epoch, images per second and the ETA.
+
+    One line at each epoch end, and within an epoch at most every
+    `every_seconds`, e.g.
+    `[dense_at] epoch 3/10, batch 120/352: 98.1 images/s; epoch ETA 3m57s, fit ETA 55m12s`.
+    The rate is measured over this fit (its first batch, which traces the
+    step, left out), so a resumed fit (`initial_epoch`) gives a true ETA.
+
+    Args:
+      num_examples: images per epoch.
+      batch_size: images per batch (the last batch may be smaller).
+      title: a tag that starts each line.
+      every_seconds: the most time between lines within an epoch (0: only at
+        epoch ends).
+      print_fn: where the lines go.
+    """
+
+    def __init__(self, num_examples, batch_size, title="", every_seconds=60.0, print_fn=None):
+        super().__init__()
+        if num_examples <= 0 or batch_size <= 0:
+            raise ValueError("Invalid values for arguments `num_examples`, `batch_size`: "
+                             f"expected ints > 0. Received: num_examples={num_examples!r}, "
+                             f"batch_size={batch_size!r}")
+        self.num_examples, self.batch_size = int(num_examples), int(batch_size)
+        self.title, self.every_seconds = title, float(every_seconds)
+        self.print_fn = print_fn or (lambda line: print(line, flush=True))
+
+    def _steps(self):
+        return self.params.get("steps") or math.ceil(self.num_examples / self.batch_size)
+
+    def _images(self, steps_done):
+        """Images in the first `steps_done` batches of an epoch."""
+        return min(steps_done * self.batch_size, self.num_examples)
+
+    def on_train_begin(self, logs=None):
+        self.epochs = self.params.get("epochs", 1)
+        self.timed_images, self.timed_seconds = 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.epoch_start = epoch, time.time()
+        self.last_line, self.clock, self.clock_step = self.epoch_start, None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if self.clock is None:  # after the first batch: tracing time is not the rate
+            self.clock, self.clock_step = now, batch + 1
+            return
+        if self.every_seconds and now - self.last_line >= self.every_seconds:
+            self.last_line = now
+            self.print_fn(self._line(batch + 1, now))
+
+    def _rate(self, steps_done, now):
+        """Images per second over this fit's timed batches (None before any)."""
+        images = self.timed_images + self._images(steps_done) - self._images(self.clock_step)
+        seconds = self.timed_seconds + (now - self.clock if self.clock else 0.0)
+        return images / seconds if seconds > 0 and images > 0 else None
+
+    def _line(self, steps_done, now):
+        steps = self._steps()
+        rate = self._rate(steps_done, now)
+        where = f"epoch {self.epoch + 1}/{self.epochs}"
+        if steps_done < steps:
+            where += f", batch {steps_done}/{steps}"
+        head = f"[{self.title}] " if self.title else ""
+        if rate is None:
+            return f"{head}{where}"
+        left = self.num_examples - self._images(steps_done)
+        fit_left = left + self.num_examples * (self.epochs - self.epoch - 1)
+        epoch_eta = f"epoch ETA {_duration(left / rate)}, " if left else ""
+        fit_eta = f"fit ETA {_duration(fit_left / rate)}" if fit_left else "fit done"
+        return f"{head}{where}: {rate:.1f} images/s; {epoch_eta}{fit_eta}"
+
+    def on_epoch_end(self, epoch, logs=None):
+        now, steps = time.time(), self._steps()
+        line = self._line(steps, now)
+        if self.clock is not None:
+            self.timed_images += self._images(steps) - self._images(self.clock_step)
+            self.timed_seconds += now - self.clock
+        self.print_fn(f"{line} ({_duration(now - self.epoch_start)} this epoch)")

@@ -21,10 +21,11 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"          # digits | mnist | fashion_mnist | cifar10 | npz
-    c.data.path = ""                # .npz in Keras' layout (mnist, cifar10, npz)
+    c.data.path = ""                # .npz in Keras' layout, or of JPEG bytes (cifar10_jpeg.npz)
     c.data.num_train = 0            # 0: all
     c.data.num_test = 0
     c.data.batch_size = 128
+    c.data.augment = False          # pad 4, random crop, horizontal flip (training only; images)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "small_cnn"      # mlp | lenet5 | small_cnn | vgg | resnet

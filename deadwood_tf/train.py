@@ -99,8 +99,9 @@ def per_epoch_attack(config) -> attacks_lib.Attack:
     """The PGD of `val_pgd_accuracy` after each epoch: `eval.per_epoch_pgd_steps`
     steps of the default size at `eval.eps`, with `config.attack`'s norm and range."""
     e, a = config.eval, config.attack
-    return attacks_lib.make_attack("pgd", e.eps, steps=e.per_epoch_pgd_steps, norm=a.norm,
-                                   clip_min=a.clip_min, clip_max=a.clip_max)
+    # .get: the benchmark's configs made before the field existed lack it.
+    return attacks_lib.make_attack("pgd", e.eps, steps=e.get("per_epoch_pgd_steps", 10),
+                                   norm=a.norm, clip_min=a.clip_min, clip_max=a.clip_max)
 
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
@@ -293,20 +294,6 @@ class _PhaseBanner(keras.callbacks.Callback):
                    f"{resumed} (masks fixed, distillation + adversarial training)")
 
 
-class _RobustAccuracy(keras.callbacks.Callback):
-    """`val_pgd_accuracy` in the logs after each epoch, on a fixed test subset."""
-
-    def __init__(self, x, y, attack):
-        super().__init__()
-        self.x, self.y, self.attack = x, y, attack
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and len(self.x):
-            result = attacks_lib.evaluate_robustness(self.model.student, self.x, self.y,
-                                                     [self.attack])
-            logs["val_pgd_accuracy"] = result[self.attack.name]
-
-
 class _MultiplierHistogram(keras.callbacks.Callback):
     def __init__(self, log_dir):
         super().__init__()
@@ -319,6 +306,11 @@ class _MultiplierHistogram(keras.callbacks.Callback):
             tf.summary.histogram("robustness_multipliers",
                                  self.model.robustness_multipliers.value, step=epoch)
         self.writer.flush()
+
+
+def _progress(config, ds, title) -> callbacks_lib.Progress:
+    """Epoch, images/s and ETA lines of a long fit (one worker's view under a strategy)."""
+    return callbacks_lib.Progress(ds.num_train, config.data.batch_size, title)
 
 
 def _start_fit(wd: Workdir, backup_name: str, title: str, epochs: int, details: str,
@@ -386,7 +378,8 @@ def _train_teacher(config, ds, wd: Workdir, timings):
                             metrics=["accuracy"])
             teacher.fit(ds.train_pipeline(config.data.batch_size, config.seed, with_index=False),
                         initial_epoch=backup.initial_epoch, epochs=c.epochs,
-                        validation_data=test, callbacks=[backup], verbose=FIT_VERBOSE)
+                        validation_data=test, callbacks=[backup, _progress(config, ds, "teacher")],
+                        verbose=FIT_VERBOSE)
             wd.save_model(teacher, natural_name)
             backup.discard()
     if c.adversarial_epochs:
@@ -398,7 +391,8 @@ def _train_teacher(config, ds, wd: Workdir, timings):
         at.compile(make_optimizer(config, c.learning_rate))
         at.fit(ds.train_pipeline(config.data.batch_size, config.seed + 1, with_index=False),
                initial_epoch=backup.initial_epoch, epochs=c.adversarial_epochs,
-               validation_data=test, callbacks=[backup], verbose=FIT_VERBOSE)
+               validation_data=test, callbacks=[backup, _progress(config, ds, "teacher AT")],
+               verbose=FIT_VERBOSE)
     if not os.path.exists(wd.file("teacher.keras")):  # no epochs at all, or after AT
         wd.save_model(teacher, "teacher.keras")
     if c.adversarial_epochs:
@@ -458,8 +452,10 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
     start = backup.initial_epoch
     callbacks = [
         _PhaseBanner(p.solve_epochs, start),
+        _progress(config, ds, "Deadwood"),
         callbacks_lib.from_config(config),
-        _RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval], per_epoch_attack(config)),
+        callbacks_lib.RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval],
+                                     per_epoch_attack(config), collapse_drop=None),
         keras.callbacks.TensorBoard(wd.file("tensorboard")),
         _MultiplierHistogram(wd.file("tensorboard")),
         keras.callbacks.CSVLogger(history_path, append=True),
@@ -599,7 +595,7 @@ def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
                                                  *attacks])
     ds = data_lib.load_dataset(config.data.name, config.data.path, config.data.num_train,
                                config.data.num_test, config.seed, value_range=value_range,
-                               range_of=range_of)
+                               range_of=range_of, augment=config.data.get("augment", False))
     print(f"{ds.num_train} training and {len(ds.x_test)} test examples, inputs {ds.input_shape}, "
           f"{ds.num_classes} classes", flush=True)
 

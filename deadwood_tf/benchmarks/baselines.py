@@ -109,18 +109,18 @@ def _tfkeras_adversarial_class():
 
 
 def _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
-                          verbose):
+                          verbose, callbacks=()):
     """`epochs` of adversarial training of a cut model (masks fixed); stripped."""
     if epochs:
         trainer = AdversarialTraining(wrapped, attack)
         trainer.compile(keras.optimizers.Adam(learning_rate))
         trainer.fit(ds.train_pipeline(batch_size, seed, with_index=False), epochs=epochs,
-                    verbose=verbose)
+                    verbose=verbose, callbacks=list(callbacks))
     return prune.strip_pruning(wrapped)
 
 
 def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
-                 learning_rate=1e-3, seed=0, verbose=2, round_to=1):
+                 learning_rate=1e-3, seed=0, verbose=2, round_to=1, callbacks=()):
     """L1-norm filter pruning (Li et al., 2017) with adversarial fine-tuning.
 
     The channel groups of `dense` (`channel_groups`) are ranked by the L1 norm
@@ -129,7 +129,8 @@ def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
     training. Li et al. prune layer by layer with a sensitivity analysis; the
     global ranking here gives the same budget as structured Deadwood's cut.
     Returns the stripped model (cut channels are zero: `shrink_model` removes
-    them). `round_to`: every layer keeps a multiple of it (`cut_channels`)."""
+    them). `round_to`: every layer keeps a multiple of it (`cut_channels`).
+    `callbacks`: Keras callbacks of the fine-tuning fit."""
     from deadwood_tf import channel_groups as cg
 
     wrapped = prune.prune_model(dense)
@@ -138,7 +139,7 @@ def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
                     energies=cg.filter_l1_norms(wrapped, groups, per_layer=True),
                     round_to=round_to)
     return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,
-                                 verbose)
+                                 verbose, callbacks)
 
 
 # ---------------------------------------------------------------- HYDRA

@@ -26,6 +26,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
 import os
 import time
 
@@ -158,29 +159,60 @@ def _check(config):
 # ---------------------------------------------------------------- data
 
 
-def load_data(config):
-    """`(ds, (x_eval, y_eval))`: the training split with the validation set held
-    out (stratified, `data.split_seed`), and the split rows are evaluated on."""
+def load_splits(config):
+    """`(ds, validation, test)`: the training split with the validation set held
+    out (stratified by class, `data.split_seed`; `validation` is None when
+    `data.validation` is 0), and the test split, as `(x, y)` pairs. With
+    `data.augment`, `ds.train_pipeline` augments (`data.augment_images`)."""
     from sklearn.model_selection import train_test_split
 
     d = config.data
-    ds = data_lib.load_dataset(d.name, d.path, d.num_train, d.num_test, d.split_seed)
+    ds = data_lib.load_dataset(d.name, d.path, d.num_train, d.num_test, d.split_seed,
+                               augment=d.get("augment", False))
+    validation = None
     if d.validation:
         x_tr, x_val, y_tr, y_val = train_test_split(
             ds.x_train, ds.y_train, test_size=int(d.validation), stratify=ds.y_train,
             random_state=int(d.split_seed))
-        ds = dataclasses.replace(ds, x_train=x_tr, y_train=y_tr)
-    elif config.split == "validation":
+        ds, validation = dataclasses.replace(ds, x_train=x_tr, y_train=y_tr), (x_val, y_val)
+    return ds, validation, (ds.x_test, ds.y_test)
+
+
+def load_data(config):
+    """`(ds, (x_eval, y_eval))`: `load_splits`' training split, and the split rows
+    are evaluated on (`config.split`)."""
+    ds, validation, test = load_splits(config)
+    return ds, _evaluated_split(config, validation, test)
+
+
+def _evaluated_split(config, validation, test):
+    if config.split != "validation":
+        return test
+    if validation is None:
         raise ValueError("Invalid value for `data.validation`: split='validation' needs a "
                          "held-out set (data.validation > 0). Received: 0")
-    return ds, ((x_val, y_val) if config.split == "validation" else (ds.x_test, ds.y_test))
+    return validation
 
 
 # ---------------------------------------------------------------- bookkeeping
 
 
 _LATER_FIELDS = {("deadwood", "batch_norm"): default_config().deadwood.batch_norm,
-                 ("prune", "round_to"): 1}
+                 ("prune", "round_to"): 1, ("data", "augment"): False,
+                 ("eval", "per_epoch_examples"): 0, ("eval", "per_epoch_pgd_steps"): 10,
+                 ("dense", "lr_schedule"): "constant"}
+DENSE_LR_SCHEDULES = ("constant", "cosine")
+
+
+def _without_later_defaults(c: dict) -> dict:
+    """`c` (a config as a dict) without the fields added after rows were made,
+    where they hold their default: what those rows' hashes were computed from."""
+    c = dict(c)
+    for (section, field), default in _LATER_FIELDS.items():
+        values = c.get(section)
+        if isinstance(values, dict) and values.get(field, default) == default:
+            c[section] = {k: v for k, v in values.items() if k != field}
+    return c
 
 
 def _fingerprint(config, method=None) -> str:
@@ -214,10 +246,7 @@ def _fingerprint(config, method=None) -> str:
         c = keep
     # Rows made before a field existed ran with its default: at that value the field is
     # left out of the hash, so they stay valid.
-    for (section, field), default in _LATER_FIELDS.items():
-        values = c.get(section)
-        if isinstance(values, dict) and values.get(field, default) == default:
-            c[section] = {k: v for k, v in values.items() if k != field}
+    c = _without_later_defaults(c)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -279,11 +308,56 @@ def _fit_verbose(config):
     return config.verbose
 
 
-def _dense_models(config, ds, seed, workdir):
+def _fit_callbacks(config, ds, title, check=None):
+    """Progress lines (with `verbose`) and, for adversarial fits, the per-epoch
+    PGD check on the validation subset `check` (`eval.per_epoch_examples`;
+    catastrophic overfitting is flagged, not stopped). Returns `(callbacks,
+    robust)`; `robust` is the check's callback or None."""
+    out = [callbacks_lib.Progress(ds.num_train, config.data.batch_size, title)] \
+        if config.verbose else []
+    n = config.eval.get("per_epoch_examples", 0)
+    if not n or check is None:
+        return out, None
+    from deadwood_tf.train import per_epoch_attack
+
+    robust = callbacks_lib.RobustAccuracy(check[0][:n], check[1][:n], per_epoch_attack(config),
+                                          name="val_pgd_check")
+    return out + [robust], robust
+
+
+def _check_summary(robust):
+    """What a row records of its fit's per-epoch check."""
+    if robust is None:
+        return {}
+    return {"check_pgd": robust.history, "collapsed_epoch": robust.collapsed_epoch}
+
+
+def _dense_learning_rate(config, ds, epochs):
+    """Adam's step in a dense phase of `epochs` epochs: `dense.learning_rate`,
+    constant or (`dense.lr_schedule="cosine"`) decayed to 0 along a cosine
+    over the phase's steps."""
+    c = config.dense
+    schedule = c.get("lr_schedule", "constant")
+    if schedule not in DENSE_LR_SCHEDULES:
+        raise ValueError(f"Invalid value for `dense.lr_schedule`: expected one of "
+                         f"{DENSE_LR_SCHEDULES}. Received: {schedule!r}")
+    if schedule == "constant" or not epochs:
+        return c.learning_rate
+    steps = math.ceil(ds.num_train / config.data.batch_size) * epochs
+    return keras.optimizers.schedules.CosineDecay(c.learning_rate, decay_steps=steps)
+
+
+def _dense_models(config, ds, seed, workdir, check=None):
     """The seed's dense and dense adversarially trained models (cached)."""
+    stripped = _without_later_defaults({"data": config.data.to_dict(),
+                                        "dense": config.dense.to_dict()})
     key = hashlib.sha256(json.dumps(
-        [config.data.to_dict(), config.model.to_dict(), config.attack.to_dict(),
-         config.dense.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:12]
+        [stripped["data"], config.model.to_dict(), config.attack.to_dict(), stripped["dense"],
+         seed]
+        # The per-epoch check draws random starts, so it changes the training that follows.
+        + ([config.eval.per_epoch_examples, config.eval.get("per_epoch_pgd_steps", 10)]
+           if config.eval.get("per_epoch_examples", 0) and check is not None else []),
+        sort_keys=True).encode()).hexdigest()[:12]
     folder = os.path.join(workdir, config.protocol, f"dense_seed{seed}_{key}")
     paths = {k: os.path.join(folder, f"{k}.keras") for k in ("dense", "dense_at")}
     meta = os.path.join(folder, "times.json")
@@ -296,19 +370,22 @@ def _dense_models(config, ds, seed, workdir):
     print(f"== seed {seed}: dense model, {c.epochs} epochs natural + {c.adversarial_epochs} "
           f"adversarial ({model.count_params():,} parameters)", flush=True)
     t0 = time.time()
-    model.compile(keras.optimizers.Adam(c.learning_rate),
+    model.compile(keras.optimizers.Adam(_dense_learning_rate(config, ds, c.epochs)),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(ds.train_pipeline(config.data.batch_size, 100 * seed, with_index=False),
-              epochs=c.epochs, verbose=_fit_verbose(config))
+              epochs=c.epochs, verbose=_fit_verbose(config),
+              callbacks=_fit_callbacks(config, ds, f"seed {seed} dense")[0])
     times = {"dense": time.time() - t0}
     _save_model(model, paths["dense"])
     t0 = time.time()
     at = AdversarialTraining(model, attacks_lib.from_config(config.attack))
-    at.compile(keras.optimizers.Adam(c.learning_rate))
+    at.compile(keras.optimizers.Adam(_dense_learning_rate(config, ds, c.adversarial_epochs)))
+    callbacks, robust = _fit_callbacks(config, ds, f"seed {seed} dense_at", check)
     at.fit(ds.train_pipeline(config.data.batch_size, 100 * seed + 1, with_index=False),
-           epochs=c.adversarial_epochs, verbose=_fit_verbose(config))
+           epochs=c.adversarial_epochs, verbose=_fit_verbose(config), callbacks=callbacks)
     times["dense_at"] = times["dense"] + time.time() - t0
+    times.update({f"dense_at_{k}": v for k, v in _check_summary(robust).items()})
     _save_model(model, paths["dense_at"])
     _write_json(meta, times)
     return {"dense": keras.models.load_model(paths["dense"]), "dense_at": model}, times
@@ -348,19 +425,26 @@ def make_deadwood_model(config, switches, teacher, num_train):
     return model, c, per_example
 
 
-def _deadwood(config, switches, dense_at, ds, sparsity, seed):
+def _deadwood(config, switches, dense_at, ds, sparsity, seed, check=None, title=""):
+    """The stripped model of a switch of the Deadwood mechanism, and what its
+    per-epoch check recorded (`_check_summary`)."""
     model, c, per_example = make_deadwood_model(config, switches, dense_at, ds.num_train)
     model.compile(keras.optimizers.Adam(c.deadwood.learning_rate))
     # The budget comes from the unswitched config: a switch that moves the cut
     # (e.g. solve_epochs 0 for the one-shot control) must not shorten training.
     epochs = config.prune.solve_epochs + config.prune.finetune_epochs
+    # After DeadwoodCallback: the check attacks the model as cut at that epoch's end.
+    extra, robust = _fit_callbacks(c, ds, title, check)
     model.fit(ds.train_pipeline(c.data.batch_size, 100 * seed + 2, with_index=per_example),
               epochs=epochs, verbose=_fit_verbose(c),
-              callbacks=[callbacks_lib.from_config(c, target_sparsity=sparsity)])
-    return prune.strip_pruning(model)
+              callbacks=[callbacks_lib.from_config(c, target_sparsity=sparsity), *extra])
+    return prune.strip_pruning(model), _check_summary(robust)
 
 
-def _peer(method, config, dense_at, ds, sparsity, seed):
+def _peer(method, config, dense_at, ds, sparsity, seed, callbacks=()):
+    """An external peer's model; `callbacks` go to its fit where it takes Keras 3
+    callbacks (L1-filter's; tfmot trains a tf_keras copy, HYDRA and PQuantML their own
+    loops: they train without the progress lines and the per-epoch check)."""
     from deadwood_tf.benchmarks import baselines
 
     m = METHODS[method]
@@ -383,7 +467,8 @@ def _peer(method, config, dense_at, ds, sparsity, seed):
                                 attack=attack, **kwargs)
     if m.kind == "l1_filter":
         return baselines.l1_filter_at(dense_at, ds, sparsity, attack=attack,
-                                      round_to=p.get("round_to", 1), **kwargs)
+                                      round_to=p.get("round_to", 1), callbacks=callbacks,
+                                      **kwargs)
     raise ValueError(f"Invalid method kind {m.kind!r} for {method!r}")
 
 
@@ -408,16 +493,19 @@ def _evaluate(config, model, x, y):
             "layer_sparsity": {w.name: w.sparsity for w in rep.weights}}
 
 
-def run(config, results_dir: str, workdir: str, variant: str = "", extra=None) -> list:
+def run(config, results_dir: str, workdir: str, variant: str = "", provenance=None) -> list:
     """Trains and evaluates every missing row of `config`; returns the rows' paths.
 
     `variant` names a change of settings (a validation sweep): it goes into the
-    row's name, so rows of different settings never share a file. `extra`: more
+    row's name, so rows of different settings never share a file. `provenance`: more
     fields for every row (provenance such as the search that chose its settings).
     """
     names, sparsities, seeds = _check(config)
     out_dir = rows_dir(config, results_dir)
-    ds, (x_eval, y_eval) = load_data(config)
+    ds, validation, test = load_splits(config)
+    x_eval, y_eval = _evaluated_split(config, validation, test)
+    # The per-epoch check attacks validation images (never the test split).
+    check = validation if config.eval.get("per_epoch_examples", 0) else None
     print(f"== benchmark {config.protocol} ({config.split} split, {len(x_eval)} examples; "
           f"{ds.num_train} training); methods {names}; sparsities {sparsities}; seeds {seeds}",
           flush=True)
@@ -425,7 +513,7 @@ def run(config, results_dir: str, workdir: str, variant: str = "", extra=None) -
               "variant": variant, "num_train": ds.num_train, "num_eval": int(len(x_eval)),
               "config": config.to_dict(), "versions": report._versions(),
               "machine": {**report._machine(), "note": "2 CPU cores shared with other jobs"},
-              **(extra or {})}
+              **(provenance or {})}
     written = []
     for seed in seeds:
         todo = []
@@ -439,19 +527,29 @@ def run(config, results_dir: str, workdir: str, variant: str = "", extra=None) -
                     todo.append((method, s, path))
         if not todo:
             continue
-        dense, dense_times = _dense_models(config, ds, seed, workdir)
+        dense, dense_times = _dense_models(config, ds, seed, workdir, check)
         for method, sparsity, path in todo:
             m = METHODS[method]
             print(f"== {method} ({m.label}) -> sparsity {sparsity:g}, seed {seed}", flush=True)
             t0 = time.time()
+            checked = {}
             if m.kind in ("dense", "dense_at"):
                 model, seconds = dense[method], dense_times[method]
+                if method == "dense_at":
+                    checked = {k[len("dense_at_"):]: v for k, v in dense_times.items()
+                               if k.startswith("dense_at_")}
             else:
                 keras.utils.set_random_seed(100 * seed + 3)
                 if m.kind == "deadwood":
-                    model = _deadwood(config, m.switches, dense["dense_at"], ds, sparsity, seed)
+                    model, checked = _deadwood(config, m.switches, dense["dense_at"], ds,
+                                               sparsity, seed, check,
+                                               f"seed {seed} {method} {sparsity:g}")
                 else:
-                    model = _peer(method, config, dense["dense_at"], ds, sparsity, seed)
+                    extra, robust = _fit_callbacks(config, ds, f"seed {seed} {method} "
+                                                   f"{sparsity:g}", check) \
+                        if m.kind == "l1_filter" else ([], None)
+                    model = _peer(method, config, dense["dense_at"], ds, sparsity, seed, extra)
+                    checked = _check_summary(robust)
                 seconds = time.time() - t0
                 if m.group == "structured":  # the physically smaller model (verified)
                     from deadwood_tf.shrink import shrink_model
@@ -461,7 +559,7 @@ def run(config, results_dir: str, workdir: str, variant: str = "", extra=None) -
             row = {"method": method, "label": m.label, "group": m.group,
                    "target_sparsity": sparsity, "seed": seed, "train_seconds": seconds,
                    **_evaluate(config, model, x_eval, y_eval),
-                   "eval_seconds": time.time() - t1,
+                   "eval_seconds": time.time() - t1, **checked,
                    "fingerprint": _fingerprint(config, method),
                    "dense_macs": _size(dense["dense_at"])["macs"],
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(

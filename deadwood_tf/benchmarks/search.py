@@ -134,7 +134,7 @@ def run_validation(search, results_dir, workdir, methods=None, worst_case_fn=Non
                                       (search["seed"],), search["sparsities"])
             print(f"== search {search['name']}: {method} candidate {i} {overrides}", flush=True)
             written += runner.run(config, results_dir, workdir, variant(search, i),
-                                  extra=_provenance(search, commit, candidate=i,
+                                  provenance=_provenance(search, commit, candidate=i,
                                                     overrides=overrides))
             for sparsity in search["sparsities"]:
                 written += _validation_worst(search, config, method, i, sparsity, results_dir,
@@ -226,13 +226,13 @@ def run_test(search, results_dir, workdir, methods=None, seeds=None) -> list:
         for sparsity in search["test_sparsities"]:
             index, overrides = _winner(search, chosen, method, sparsity)
             config = candidate_config(search, method, overrides, "test", seeds, (sparsity,))
-            written += runner.run(config, results_dir, workdir, extra=_provenance(
+            written += runner.run(config, results_dir, workdir, provenance=_provenance(
                 search, commit, candidate=index, overrides=overrides))
     ceiling = search.get("ceiling")
     if ceiling and (methods is None or ceiling["method"] in methods):
         index, overrides = _winner(search, chosen, *ceiling["takes"])
         lr = {k: v for k, v in overrides.items() if k.endswith("learning_rate")}
         config = candidate_config(search, ceiling["method"], lr, "test", seeds, (0.9,))
-        written += runner.run(config, results_dir, workdir, extra=_provenance(
+        written += runner.run(config, results_dir, workdir, provenance=_provenance(
             search, commit, candidate=index, overrides=lr, takes=list(ceiling["takes"])))
     return written
