@@ -10,6 +10,19 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_benchmark_config():
+    """configs/benchmark_tiny.py's config: the seconds-long benchmark on digits."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_tiny", os.path.join(ROOT, "configs", "benchmark_tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
 
 @pytest.fixture(scope="session")
 def digits():

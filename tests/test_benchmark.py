@@ -1,6 +1,5 @@
 """The benchmark's rows, resume, worst case and tables on a seconds-long profile (digits)."""
 
-import importlib.util
 import json
 import os
 
@@ -9,16 +8,13 @@ import pytest
 
 from deadwood_tf.benchmarks import runner, tables, worst_case
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, tiny_benchmark_config
+
 METHODS = ("dense_at", "deadwood", "gradual_magnitude_at")
 
 
 def tiny():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_tiny", os.path.join(ROOT, "configs", "benchmark_tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = tiny_benchmark_config()
     c.methods = (",".join(METHODS),)
     return c
 

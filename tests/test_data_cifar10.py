@@ -277,7 +277,7 @@ def test_progress_lines_give_the_epoch_the_rate_and_the_eta():
 
 
 def test_the_new_switches_leave_the_fingerprints_of_older_rows_alone(tmp_path):
-    from test_benchmark import tiny
+    from conftest import tiny_benchmark_config as tiny
 
     c = tiny()
     before = {m: runner._fingerprint(c, m) for m in ("dense_at", "deadwood")}
@@ -301,7 +301,7 @@ def test_the_new_switches_leave_the_fingerprints_of_older_rows_alone(tmp_path):
 
 
 def test_rows_with_augmentation_record_the_per_epoch_check(tmp_path):
-    from test_benchmark import tiny
+    from conftest import tiny_benchmark_config as tiny
 
     c = tiny()
     c.methods = ("dense_at,gradual_magnitude_at,l1_filter_at",)

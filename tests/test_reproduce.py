@@ -7,7 +7,7 @@ import os
 import pytest
 
 from deadwood_tf.benchmarks import reproduce, runner
-from test_benchmark import ROOT, tiny
+from conftest import ROOT, tiny_benchmark_config as tiny
 
 
 @pytest.fixture(scope="module")

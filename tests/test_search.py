@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from deadwood_tf.benchmarks import runner, search
-from test_benchmark import ROOT
+from conftest import ROOT
 
 SEARCH = '''
 def get_search():
