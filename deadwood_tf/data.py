@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import zipfile
 
@@ -218,7 +217,7 @@ def decode_jpegs(data: np.ndarray, offsets: np.ndarray, what: str = "images") ->
             lambda b: tf.ensure_shape(decode(b), first.shape),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1000)
         return np.concatenate([b.numpy() for b in ds])
-    except (tf.errors.InvalidArgumentError, ValueError) as e:
+    except (tf.errors.InvalidArgumentError, ValueError):
         for i, b in enumerate(files):  # only on failure: find the image to name
             try:
                 image = decode(b).numpy()

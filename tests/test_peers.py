@@ -1,8 +1,6 @@
 """The benchmark's external peers: HYDRA as published and PQuantML's methods (tiny models)."""
 
-import importlib.util
 import math
-import os
 import sys
 
 import keras
@@ -13,7 +11,8 @@ import tensorflow as tf
 from deadwood_tf import attacks, data, models, prune
 from deadwood_tf.benchmarks import baselines, runner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import tiny_benchmark_config
+
 SPARSITY = 0.8
 PUBLISHED = dict(scope="layer", score_init="scaled", optimizer="sgd", momentum=0.9,
                  weight_decay=1e-4, lr_schedule="cosine", score_learning_rate=0.1,
@@ -40,12 +39,7 @@ def expected_zeros(size, sparsity=SPARSITY):
     return round(sparsity * size)
 
 
-def tiny_config():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_tiny", os.path.join(ROOT, "configs", "benchmark_tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+tiny_config = tiny_benchmark_config
 
 
 # ---------------------------------------------------------------- HYDRA
