@@ -31,17 +31,23 @@ def test_a_row_is_rebuilt_elsewhere_and_compared_figure_by_figure(row):
         "deadwood", 0, 0.8, out["row"]["fingerprint"])
     figures = [c[0] for c in out["comparison"]]
     assert figures == ["clean", "fgsm", "pgd", "sparsity"]
-    for name, old, now, diff, ok in out["comparison"]:
-        assert diff == pytest.approx(abs(now - old)) and ok == (diff <= reproduce.TOLERANCE[name])
+    for name, old, now, diff, tol, ok in out["comparison"]:
+        assert tol == reproduce.tolerance(name, old, 100)                 # 100 test digits
+        assert diff == pytest.approx(abs(now - old)) and ok == (diff <= tol + 1e-12)
     assert out["ok"] == all(c[-1] for c in out["comparison"])
     assert any(line.startswith("clean") for line in lines) and "tolerance" in lines[-1]
 
 
-def test_compare_flags_a_figure_outside_the_tolerance():
-    committed = {"clean": 0.98, "fgsm": 0.92, "pgd": 0.89, "sparsity": 0.95}
-    moved = dict(committed, pgd=0.89 + 2 * reproduce.TOLERANCE["pgd"])
+def test_the_tolerance_is_two_standard_errors_of_the_committed_figure():
+    assert reproduce.tolerance("pgd", 0.8585, 2000) == pytest.approx(0.01559, abs=1e-5)
+    assert reproduce.tolerance("clean", 0.5, 100) == pytest.approx(0.1)
+    assert reproduce.tolerance("sparsity", 0.95, 2000) == 1e-4
+    with pytest.raises(ValueError, match="`num_eval`"):
+        reproduce.tolerance("pgd", 0.9, 0)
+    committed = {"clean": 0.98, "fgsm": 0.92, "pgd": 0.89, "sparsity": 0.95, "num_eval": 2000}
+    moved = dict(committed, pgd=0.89 + 0.015, sparsity=0.95 + 2e-4)   # 2 SE of 0.89: 0.0140
     flags = {c[0]: c[-1] for c in reproduce.compare(committed, moved)}
-    assert flags == {"clean": True, "fgsm": True, "pgd": False, "sparsity": True}
+    assert flags == {"clean": True, "fgsm": True, "pgd": False, "sparsity": False}
 
 
 def test_bad_paths_and_rows_are_refused_with_the_argument_named(tmp_path, row):
