@@ -1,6 +1,6 @@
 """LiteRT without TensorFlow: an interpreter for a `.tflite` file, and latency.
 
-Only numpy and `ai_edge_litert` are imported, so that `tools/time_tflite.py`
+Only numpy and `ai_edge_litert` are imported, so that `benchmarks/experiments/time_tflite.py`
 can load this file on a machine where only LiteRT is installed.
 
 Latency is measured the way a shared machine allows: every file is timed in

@@ -117,7 +117,8 @@ def test_missing_flags_are_reported(tmp_path):
 def test_benchmark_tflite_writes_table_csv_and_plot(tmp_path):
     import csv
 
-    run_tool("benchmark_tflite.py", "--models=small_cnn", "--widths=8", "--sparsities=0,0.9",
+    run_tool("benchmarks/experiments/benchmark_tflite.py",
+             "--models=small_cnn", "--widths=8", "--sparsities=0,0.9",
              "--dataset=digits", "--data_path=", "--num_train=300", "--num_test=100",
              "--epochs=1", "--invokes=10", "--warmup=2", f"--output_dir={tmp_path}")
     for name in ("results.csv", "results.md", "size_vs_sparsity.png"):
@@ -131,7 +132,8 @@ def test_benchmark_tflite_writes_table_csv_and_plot(tmp_path):
 
 def test_time_tflite_times_every_file_of_a_folder(finished_run, tmp_path):
     workdir, _ = finished_run
-    run_tool("time_tflite.py", f"--dir={workdir}", "--threads=1", "--rounds=2", "--invokes=2",
+    run_tool("benchmarks/experiments/time_tflite.py",
+             f"--dir={workdir}", "--threads=1", "--rounds=2", "--invokes=2",
              f"--out={tmp_path}/latency.json")
     latency = json.load(open(tmp_path / "latency.json"))["latency_us"]
     assert set(latency) == {"1"}

@@ -23,7 +23,9 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
 
 
 def run_tool(tool, *args, timeout=600, check=True):
-    proc = subprocess.run([sys.executable, os.path.join("tools", tool), *args], cwd=ROOT,
+    # A name is a user-facing tool (tools/NAME); a path is any script of the repository.
+    script = tool if "/" in tool else os.path.join("tools", tool)
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=ENV)
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"

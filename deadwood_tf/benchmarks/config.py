@@ -47,7 +47,7 @@ def benchmark_config() -> ml_collections.ConfigDict:
     c.dense.learning_rate = 1e-3
     c.deadwood = base.deadwood      # the pipeline's Deadwood defaults, except:
     # Adam's step for every pruning method without its own (the peers' fine-tuning
-    # included): 1e-2, chosen on the validation split (tools/benchmark_validation.sh:
+    # included): 1e-2, chosen on the validation split (benchmarks/plans/benchmark_validation.sh:
     # of 3e-4, 1e-3, 3e-3, 1e-2 and 3e-2 the best for Deadwood and its control at 95%
     # and 99%; 3e-2 diverged), and the best of 3e-4..1e-2 for tfmot, PQuantML PDP and
     # HYDRA's global variant at 95%. A peer whose best differs has its own below.

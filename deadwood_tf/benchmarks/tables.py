@@ -236,7 +236,7 @@ def _timing_file(folder, name):
 
 
 def _latency(folder):
-    """The latency table of `tools/benchmark_latency.py` (seed 0), speed-ups against dense_at."""
+    """The latency table of `benchmarks/experiments/benchmark_latency.py` (seed 0), speed-ups against dense_at."""
     result, head = _timing_file(folder, "seed0.json")
     if result is None:
         return []
@@ -265,7 +265,7 @@ def _latency(folder):
 
 
 def _widths(folder):
-    """The table of `tools/benchmark_widths.py`: what channel widths cost on LiteRT."""
+    """The table of `benchmarks/experiments/benchmark_widths.py`: what channel widths cost on LiteRT."""
     result, head = _timing_file(folder, "widths.json")
     if result is None:
         return []
@@ -352,7 +352,7 @@ def render_validation(results_dir, protocol) -> str:
         return ""
     out = ["Validation sweep (validation split: 1,000 held-out training examples; mean "
            "over the seeds run; %). Variants are named by their change from the "
-           "settings of their round (`tools/benchmark_validation.sh`): rows without "
+           "settings of their round (`benchmarks/plans/benchmark_validation.sh`): rows without "
            "an lr suffix ran at that round's lr 1e-3. Each method's variants "
            "together, best PGD-20 first.", "",
            "| variant | sparsity | seeds | clean | PGD-20 |", "|---|---|---|---|---|"]
@@ -465,7 +465,7 @@ def check_docs(paths, results_dir, protocols) -> list:
 
 def plot_latency(results_dir, protocol, path) -> bool:
     """Clean and PGD-20 accuracy against LiteRT latency (1 thread; fp32 and int8) of
-    the latency file's models (`tools/benchmark_latency.py`). False when there is none."""
+    the latency file's models (`benchmarks/experiments/benchmark_latency.py`). False when there is none."""
     src = os.path.join(results_dir, protocol, "latency", "seed0.json")
     if not os.path.exists(src):
         return False

@@ -3,8 +3,8 @@
 # (seed 0, 95% and 99%, the 1,000 held-out training digits; the test split is not read).
 # Rows go to benchmarks/results/mnist_cnn/validation/<method>-<variant>_<sparsity>_seed0.json;
 # `python tools/benchmark_tables.py` prints the sweep's table. Resumable.
-#   nohup tools/benchmark_validation.sh [WORKDIR] > runs/benchmark_validation.log 2>&1 &
-cd "$(dirname "$0")/.."
+#   nohup benchmarks/plans/benchmark_validation.sh [WORKDIR] > runs/benchmark_validation.log 2>&1 &
+cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD
 W=${1:-runs/benchmark}
 # Rounds 1-6 ran under the defaults of their time (lr 1e-3, dual step 0.2); explicit

@@ -1,6 +1,6 @@
 """Channel pruning measured: MACs, file bytes, LiteRT latency, clean and PGD accuracy.
 
-  PYTHONPATH=$PWD python tools/benchmark_channels.py --model=small_cnn \
+  python benchmarks/experiments/benchmark_channels.py --model=small_cnn \
       --data_path=../shared/data/mnist10k.npz --output_dir=runs/channels_mnist
 
 Steps: a dense model is adversarially trained (PGD with `--train_steps`
@@ -21,7 +21,7 @@ steps); then for every FLOPs target and method, a pruned copy is made from it:
 
 Each channel-pruned model is shrunk (`shrink_model`, verified), saved, and
 exported as dense float32 and int8 TFLite; `--round_to` adds rounded variants
-of the structured model. All files are timed interleaved (tools/time_tflite.py)
+of the structured model. All files are timed interleaved (benchmarks/experiments/time_tflite.py)
 with 1 and 2 threads. Writes results.json and results.md to `--output_dir`.
 """
 
@@ -63,7 +63,7 @@ _NORMALIZE = flags.DEFINE_string("normalize", "size", "Group score: size, macs o
 _ROUND = flags.DEFINE_list("round_to", ["8"], "Extra rounded variants of `structured`.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _LR = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-_ROUNDS = flags.DEFINE_integer("rounds", 20, "Latency rounds (tools/time_tflite.py).")
+_ROUNDS = flags.DEFINE_integer("rounds", 20, "Latency rounds (benchmarks/experiments/time_tflite.py).")
 _OUTPUT = flags.DEFINE_string("output_dir", "runs/channels", "Where results go.")
 _DENSE = flags.DEFINE_string("dense", "", "A trained dense .keras to start from (skip training).")
 

@@ -1,8 +1,8 @@
 #!/bin/bash
 # The cifar10k protocol's rows (configs/benchmark_cifar.py), in the order they were run.
 # Each command skips finished rows: rerun the script after a stop.
-#   nohup tools/benchmark_cifar_plan.sh [WORKDIR] > runs/benchmark_cifar.log 2>&1 &
-cd "$(dirname "$0")/.."
+#   nohup benchmarks/plans/benchmark_cifar_plan.sh [WORKDIR] > runs/benchmark_cifar.log 2>&1 &
+cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD
 W=${1:-runs/benchmark}
 B="python tools/benchmark.py --config=configs/benchmark_cifar.py --workdir=$W"

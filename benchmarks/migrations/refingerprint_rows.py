@@ -4,7 +4,7 @@ Run once after the fingerprint's definition changes (it became per method):
 the row's numbers are untouched; only the hash of the settings it was made
 under is recomputed from those same settings, which every row keeps.
 
-  python tools/refingerprint_rows.py benchmarks/results/mnist_cnn
+  python benchmarks/migrations/refingerprint_rows.py benchmarks/results/mnist_cnn
 """
 
 import glob

@@ -1,12 +1,12 @@
 """Channel-pruned TFLite files of a trained model, for latency only (no training).
 
-  PYTHONPATH=$PWD python tools/make_channel_files.py --dense=runs/x/dense.keras \
+  python benchmarks/experiments/make_channel_files.py --dense=runs/x/dense.keras \
       --data_path=../shared/data/cifar10k.npz --output_dir=runs/resnet_files
 
 For each FLOPs target and criterion (group L2 norm over size, over MACs, L1
 filter norm), the dense model is cut, shrunk (verified) with and without
 rounding, and exported as dense float32 and int8 TFLite. Prints MACs,
-parameters and bytes per file; time the files with tools/time_tflite.py.
+parameters and bytes per file; time the files with benchmarks/experiments/time_tflite.py.
 """
 
 import json

@@ -1,10 +1,10 @@
 #!/bin/bash
 # The order in which the reference protocol's test rows are run (most important first).
 # Each command skips finished rows, so the whole script can be rerun after a stop.
-# Settings were chosen before, on the validation split: tools/benchmark_validation.sh.
+# Settings were chosen before, on the validation split: benchmarks/plans/benchmark_validation.sh.
 # (The first run, every method at lr 1e-3, is in benchmarks/results/mnist_cnn_lr1e-3/.)
-#   nohup tools/benchmark_plan.sh [WORKDIR] > runs/benchmark_plan.log 2>&1 &
-cd "$(dirname "$0")/.."
+#   nohup benchmarks/plans/benchmark_plan.sh [WORKDIR] > runs/benchmark_plan.log 2>&1 &
+cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD
 W=${1:-runs/benchmark}
 B="python tools/benchmark.py --config=configs/benchmark_full.py --workdir=$W"

@@ -6,7 +6,7 @@ with the same seed, budget and attack, once per mode; both students are
 evaluated on a validation split held out of the training data (stratified,
 fixed seed), never on the test split.
 
-  PYTHONPATH=$PWD python tools/compare_batch_norm.py \
+  python benchmarks/experiments/compare_batch_norm.py \
       --data=../shared/data/mnist10k.npz --seeds=0,1
 
 Prints a Markdown table. Needs scikit-learn (the `test` extra) for the split.

@@ -2,7 +2,7 @@
 (MirroredStrategy) and two worker processes (MultiWorkerMirroredStrategy on
 127.0.0.1), and the bytes each step hands to collectives.
 
-  python tools/benchmark_distribute.py [--examples=1400 --batch=128 --epochs=3]
+  python benchmarks/experiments/benchmark_distribute.py [--examples=1400 --batch=128 --epochs=3]
 
 Each configuration runs in its own process (logical devices and collective ops
 must be set before TensorFlow starts). Throughput: examples per second over the
@@ -118,7 +118,8 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="dw_bench_dist_")
     common = [f"--examples={args.examples}", f"--batch={args.batch}", f"--epochs={args.epochs}"]
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)  # this checkout's deadwood_tf
     env.pop("TF_CONFIG", None)
     results = []
     for mode in ("one_device", "mirrored"):

@@ -1,6 +1,6 @@
 """TFLite size and latency against the limit, across sparsities and export modes.
 
-  python tools/benchmark_tflite.py --data_path=../shared/data/mnist10k.npz \
+  python benchmarks/experiments/benchmark_tflite.py --data_path=../shared/data/mnist10k.npz \
       --output_dir=runs/benchmark_tflite
 
 For each model (trained briefly, then cut by magnitude with `apply_sparsity`)

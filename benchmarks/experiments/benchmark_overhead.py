@@ -3,7 +3,7 @@
 the optimizer applies after each step), and adversarial training against
 Deadwood with the same attack, on the benchmark's CNN (225k parameters).
 
-  python tools/benchmark_overhead.py --steps=40 --rounds=5 --batch_size=128
+  python benchmarks/experiments/benchmark_overhead.py --steps=40 --rounds=5 --batch_size=128
 
 Plain and pruned models are timed in alternating epochs in one process, so
 load from other jobs falls on both alike; the overhead is the median over the

@@ -1,6 +1,6 @@
 """What channel widths cost on LiteRT: ResNet-20 shapes at about half the MACs, timed.
 
-  PYTHONPATH=$PWD python tools/benchmark_widths.py --rounds=30
+  python benchmarks/experiments/benchmark_widths.py --rounds=30
 
 The cifar10k protocol's ResNet-20 (width 12: 12/24/48 channels, 23.0M MACs) is
 built at other widths with random weights (latency does not depend on the

@@ -1,9 +1,9 @@
 """Clean and PGD accuracy of every .keras file in some folders, on one test subset.
 
-  PYTHONPATH=$PWD python tools/evaluate_keras_dir.py --dirs=runs/a,runs/b \
+  python benchmarks/experiments/evaluate_keras_dir.py --dirs=runs/a,runs/b \
       --data_path=../shared/data/mnist10k.npz --num_test=1000 --eps=0.2
 
-Runs of tools/benchmark_channels.py evaluate on their own test subsets; this
+Runs of benchmarks/experiments/benchmark_channels.py evaluate on their own test subsets; this
 puts models of several runs on the same examples and the same attack.
 """
 

@@ -1,6 +1,6 @@
 """LiteRT latency of a benchmark protocol's final models (seed 0), as a results file.
 
-  PYTHONPATH=$PWD python tools/benchmark_latency.py --config=configs/benchmark_cifar.py \
+  python benchmarks/experiments/benchmark_latency.py --config=configs/benchmark_cifar.py \
       --workdir=runs/benchmark
 
 For the dense adversarially trained model, every channel-pruning row

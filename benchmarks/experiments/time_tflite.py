@@ -1,6 +1,6 @@
 """LiteRT latency of several .tflite files, measured interleaved.
 
-  python tools/time_tflite.py --dir=runs/channels/tflite --threads=1,2 --out=latency.json
+  python benchmarks/experiments/time_tflite.py --dir=runs/channels/tflite --threads=1,2 --out=latency.json
 
 On a shared machine, timings drift with the load of other jobs. Every file is
 therefore timed in turn, round after round (`--rounds` rounds of `--invokes`
@@ -25,7 +25,8 @@ import time
 def _litert():
     """deadwood_tf/litert.py, loaded by path: importing the package would import
     TensorFlow, which a machine set up for timing only may lack."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(root,
                         "deadwood_tf", "litert.py")
     spec = importlib.util.spec_from_file_location("deadwood_tf_litert", path)
     module = importlib.util.module_from_spec(spec)
