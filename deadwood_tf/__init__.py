@@ -20,6 +20,8 @@ from deadwood_tf.prune import (
     strip_pruning,
 )
 from deadwood_tf.prune_registry import register_prunable
+from deadwood_tf.channel_groups import cut_channels
+from deadwood_tf.shrink import shrink_model
 
 __version__ = "0.1.0"
 
@@ -34,12 +36,14 @@ __all__ = [
     "SparsityReport",
     "apply_sparsity",
     "attacks",
+    "cut_channels",
     "evaluate_robustness",
     "export_tflite",
     "prune_model",
     "pruned_weights",
     "register_prunable",
     "run_tflite",
+    "shrink_model",
     "sparsity_report",
     "strip_pruning",
 ]
