@@ -168,6 +168,12 @@ def prune_model(model: keras.Model, exclude=None, *, inplace: bool = False,
         it matches too.
       inplace: put the masks on `model` itself and return it. Needed for a
         model whose class cannot be rebuilt by `from_config(get_config())`.
+        A functional or Sequential model is copied even when one of its
+        layers' `get_config` returns arguments its `__init__` refuses
+        (KerasHub 0.32's ViT): that layer is rebuilt from the config entries
+        its `__init__` takes, and the copy's weights must match the model's
+        shape by shape; a subclassed model whose config does not round-trip
+        gets the error that suggests `inplace=True`.
       masks_from_zeros: start every mask at `W != 0` instead of ones. This is
         how a pruned model saved as `.keras` gets its masks back: the file
         holds the masked weights as zeros (the masks themselves travel only

@@ -93,6 +93,23 @@ def _from_structure(structure, default_dtype) -> list:
     return specs
 
 
+def _symbolic_input(model):
+    """The model's symbolic input structure (functional: as its `call` takes
+    it; Sequential: its one input), or None (subclassed)."""
+    # A Sequential model's `input` is that of its latest call (inside another
+    # model, a tensor of that model); its `inputs` are its own.
+    for attribute in ("inputs",) if isinstance(model, keras.Sequential) else ("input", "inputs"):
+        try:
+            structure = getattr(model, attribute)
+        except (AttributeError, ValueError):  # "never been called", subclassed
+            continue
+        if isinstance(structure, list) and len(structure) == 1:
+            return structure[0]
+        if structure is not None and (not isinstance(structure, list) or structure):
+            return structure
+    return None
+
+
 def input_specs(model, input_signature=None) -> list:
     """The inputs of `model`, named, in a fixed order.
 
@@ -117,10 +134,7 @@ def input_specs(model, input_signature=None) -> list:
     """
     if input_signature is not None:
         return _from_structure(input_signature, model.input_dtype)
-    try:
-        structure = model.input
-    except (AttributeError, ValueError):  # subclassed: no symbolic input
-        structure = None
+    structure = _symbolic_input(model)
     if structure is None:
         shapes = compat.build_input_shapes(model)
         if not shapes:
@@ -192,9 +206,8 @@ def vocabulary_sizes(model, specs) -> dict:
     """{input name: input_dim of the Embedding that input feeds}, for the
     inputs of a functional model that feed one (nested models followed)."""
     out = {}
-    try:
-        structure = model.input
-    except (AttributeError, ValueError):
+    structure = _symbolic_input(model)
+    if structure is None:
         return out
     tensors = dict(zip([s.name for s in specs], [leaf for _, leaf in _leaves(structure)]))
     for name, tensor in tensors.items():
@@ -207,7 +220,7 @@ def vocabulary_sizes(model, specs) -> dict:
 def _consumer_embedding_size(model, tensor, depth):
     if depth > 4:
         return None
-    for operation in model.operations:
+    for operation in getattr(model, "operations", None) or model.layers:
         for node in compat.inbound_nodes(operation):
             inputs = list(node.input_tensors)
             if not any(t is tensor for t in inputs):
@@ -215,9 +228,11 @@ def _consumer_embedding_size(model, tensor, depth):
             size = _embedding_size(operation)
             if size is not None:
                 return size
-            if isinstance(operation, keras.Model) and hasattr(operation, "operations"):
-                # A nested functional model: follow the tensor to its own input.
-                inner = keras.tree.flatten(operation.input)
+            inner_input = _symbolic_input(operation) if isinstance(operation, keras.Model) \
+                else None
+            if inner_input is not None:
+                # A nested model: follow the tensor to its own input.
+                inner = keras.tree.flatten(inner_input)
                 for outer_t, inner_t in zip(inputs, inner):
                     if outer_t is tensor:
                         size = _consumer_embedding_size(operation, inner_t, depth + 1)

@@ -121,6 +121,19 @@ def test_token_ids_are_generated_within_the_vocabulary_and_keep_their_dtype(tmp_
     assert info["top1_agreement"] >= 0.9
 
 
+def test_ids_find_their_embedding_in_sequential_and_nested_models():
+    keras.utils.set_random_seed(0)
+    seq = keras.Sequential([keras.Input((6,), dtype="int32"), L.Embedding(7, 4),
+                            L.GlobalAveragePooling1D(), L.Dense(2)])
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    outer = keras.Model(ids, L.Dense(3)(seq(ids)))
+    for model, name in ((outer, "ids"), (seq, "input")):
+        specs = export.signature.input_specs(model)
+        assert [(s.name, s.shape, s.dtype) for s in specs] == [(name, (6,), "int32")]
+        x = export.signature.sample_inputs(model, specs, 200)[name]
+        assert x.dtype == np.int32 and x.min() == 0 and x.max() == 6
+
+
 def test_integer_inputs_that_feed_no_embedding_need_a_range(tmp_path):
     keras.utils.set_random_seed(0)
     counts = keras.Input((4,), dtype="int32", name="counts")
