@@ -62,6 +62,21 @@ def inbound_node(operation, node_index: int):
     return operation._inbound_nodes[node_index]
 
 
+def inbound_nodes(operation) -> list:
+    """Every call of `operation` in functional graphs (`operation._inbound_nodes`,
+    Keras 3.15 `Operation`), each a `Node` with `input_tensors`."""
+    return list(getattr(operation, "_inbound_nodes", ()))
+
+
+def build_input_shapes(model) -> list:
+    """The input shapes a subclassed model was built or first called with
+    (`model._build_shapes_dict`, Keras 3.15 `Layer`; what Keras' own export
+    reads), batch axis first; [] when it never was."""
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    return [tuple(s) for s in shapes.values()
+            if isinstance(s, (tuple, list)) and all(d is None or isinstance(d, int) for d in s)]
+
+
 def producing_operation(keras_tensor):
     """The operation (layer) that produced a symbolic `KerasTensor`
     (`keras_tensor._keras_history.operation`, Keras 3.15)."""

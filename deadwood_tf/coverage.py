@@ -36,7 +36,8 @@ STEPS = ("kernels", "deadwood_fit", "masked_stay_zero", "strip_save_load", "tfli
          "tflite_sparsity")
 HEADERS = ("prunable kernels found / kernels", "Deadwood fit to 90% global, cut exact",
            "masked weights still zero after training", "strip + save + load(safe_mode=True)",
-           "TFLite export verified", "sparsity read back from the file")
+           "export verified (every output, inputs by name)",
+           "file sparsity (within 0.01 of Keras')")
 
 
 # ---------------------------------------------------------------- models
@@ -217,6 +218,21 @@ def _brief(e: BaseException) -> str:
     return text if len(text) <= 220 else text[:217] + "..."
 
 
+# Failures whose cause lies outside deadwood_tf: what a user can do about them.
+_HINTS = (
+    ("Unrecognized keyword arguments passed to",
+     "A layer's get_config returns arguments its own __init__ refuses (a bug of the "
+     "layer's library: KerasHub 0.32's ViTPatchingAndEmbedding), so no .keras file of "
+     "this model loads, pruned or not; keep the weights (`save_weights`) and rebuild the "
+     "model from its arguments."),
+)
+
+
+def _hint(e: BaseException) -> str:
+    text = f"{e} {e.__cause__ or ''}"
+    return "".join(f" -- {advice}" for needle, advice in _HINTS if needle in text)
+
+
 def _kernels(model):
     found = len(prune_registry.prunable_variables(model))
     seen, total = set(), 0
@@ -231,11 +247,17 @@ class _Skipped(Exception):
     pass
 
 
+# What each handed-on object is, for the cell of a step that could not run.
+_MADE_BY = {"student": "the pruned model of the Deadwood fit",
+            "stripped": "the stripped model", "loaded": "the model loaded from .keras",
+            "tflite": "the exported file"}
+
+
 class _State(dict):
     """What the steps hand on; a step reading what an earlier one failed to make is skipped."""
 
     def __missing__(self, key):
-        raise _Skipped(f"the {key!r} of an earlier step")
+        raise _Skipped(_MADE_BY.get(key, key))
 
 
 def check(name: str, epochs: int = 1) -> Row:
@@ -246,9 +268,9 @@ def check(name: str, epochs: int = 1) -> Row:
         try:
             ok, text = fn()
         except _Skipped as e:
-            ok, text = False, f"skipped: needs {e}"
+            ok, text = False, f"not run: it needs {e}, and that step failed (see its cell)"
         except Exception as e:  # a cell shows the failure, the next steps go on
-            ok, text = False, _brief(e)
+            ok, text = False, _brief(e) + _hint(e)
             if os.environ.get("DEADWOOD_COVERAGE_TRACEBACKS"):
                 traceback.print_exc()
         cells[key] = (ok, text)
@@ -321,14 +343,23 @@ def check(name: str, epochs: int = 1) -> Row:
     def tflite_export():
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "m.tflite")
-            info = export.export_tflite(state["loaded"], path, sample_inputs=x)
+            # A model whose .keras file does not load is exported as stripped.
+            source = state.get("loaded", state["stripped"])
+            info = export.export_tflite(source, path, sample_inputs=x)
             state["tflite"] = open(path, "rb").read()
-        return True, f"{info['bytes']} B, max abs diff {info['max_abs_diff']:.1e}"
+        note = "" if "loaded" in state else " (of the stripped model: the .keras file did not load)"
+        return True, (f"{info['bytes']} B{note}, inputs {', '.join(info['inputs'])}; outputs "
+                      f"{', '.join(info['outputs'])}; max abs diff {info['max_abs_diff']:.1e}")
 
     def tflite_sparsity():
-        read = export.tflite_sparsity(state["tflite"])["sparsity"]
+        read = export.tflite_sparsity(state["tflite"], state["stripped"])
         want = prune.sparsity_report(state["stripped"]).sparsity
-        return abs(read - want) < 0.01, f"{read:.4f} (Keras: {want:.4f})"
+        text = f"{read['model_sparsity']:.4f} (Keras: {want:.4f})"
+        if read["not_stored"]:
+            text += (f"; {read['not_stored']} weights share a tensor with an identical one "
+                     f"(all-zero kernels of one shape; stored tensors alone: "
+                     f"{read['sparsity']:.4f})")
+        return abs(read["model_sparsity"] - want) <= 0.01, text
 
     for key, fn in zip(STEPS, (kernels, deadwood_fit, masked_stay_zero, strip_save_load,
                                tflite_export, tflite_sparsity)):

@@ -20,9 +20,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import keras
 import numpy as np
+from absl import logging
 from keras import ops
 
 from deadwood_tf import channel_impl, masks, prune_registry, pruning_impl
@@ -86,7 +88,13 @@ def _copy(model) -> keras.Model:
     try:
         if type(model) is keras.Sequential or type(model).__name__ == "Functional":
             # clone_model copies nested models and unregistered custom layers too.
-            copy = keras.models.clone_model(model, recursive=True)
+            try:
+                copy = keras.models.clone_model(model, recursive=True)
+            except Exception as e:
+                copy = keras.models.clone_model(model, recursive=True,
+                                                clone_function=_rebuilt_layer)
+                logging.info("deadwood_tf: copied '%s' with layers rebuilt from the arguments "
+                             "their __init__ takes (%s).", model.name, e)
         else:
             copy = type(model).from_config(model.get_config())
         if not copy.built or len(copy.weights) != len(model.weights):
@@ -108,6 +116,21 @@ def _copy(model) -> keras.Model:
             "`inplace=True` to put the masks on this model itself."
         ) from e
     return copy
+
+
+def _rebuilt_layer(layer):
+    """`layer` rebuilt from its config without the entries its `__init__` does
+    not take. Some layers' `get_config` returns derived values their
+    `__init__` refuses (KerasHub 0.32's `ViTPatchingAndEmbedding`: `num_patches`,
+    `num_positions`); the copy's weights are then checked shape by shape."""
+    config = layer.get_config()
+    try:
+        return type(layer).from_config(config)
+    except Exception:
+        taken = set(inspect.signature(type(layer).__init__).parameters)
+        taken |= set(inspect.signature(keras.layers.Layer.__init__).parameters) | {"name",
+                                                                                  "dtype"}
+        return type(layer).from_config({k: v for k, v in config.items() if k in taken})
 
 
 def _excluded_layers(model, exclude) -> set:
@@ -145,6 +168,12 @@ def prune_model(model: keras.Model, exclude=None, *, inplace: bool = False,
         it matches too.
       inplace: put the masks on `model` itself and return it. Needed for a
         model whose class cannot be rebuilt by `from_config(get_config())`.
+        A functional or Sequential model is copied even when one of its
+        layers' `get_config` returns arguments its `__init__` refuses
+        (KerasHub 0.32's ViT): that layer is rebuilt from the config entries
+        its `__init__` takes, and the copy's weights must match the model's
+        shape by shape; a subclassed model whose config does not round-trip
+        gets the error that suggests `inplace=True`.
       masks_from_zeros: start every mask at `W != 0` instead of ones. This is
         how a pruned model saved as `.keras` gets its masks back: the file
         holds the masked weights as zeros (the masks themselves travel only

@@ -94,6 +94,28 @@ def test_tracked_sublayers_and_inbound_node():
     assert node.operation is dense and len(node.input_tensors) == 1
 
 
+def test_inbound_nodes_and_build_input_shapes():
+    x = keras.Input((3,))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(x, dense(x))
+    nodes = compat.inbound_nodes(dense)
+    assert len(nodes) == 1 and nodes[0].input_tensors[0] is x
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(x)
+
+    sub = Sub()
+    assert compat.build_input_shapes(sub) == []
+    sub(np.zeros((1, 5), "float32"))
+    assert compat.build_input_shapes(sub) == [(1, 5)]
+    del model
+
+
 def test_tensorflow_is_the_version_compat_was_written_for():
     assert tf.__version__.startswith(compat.TF_VERSION + "."), (
         f"compat.py's TFLite entries target TF {compat.TF_VERSION}; check them for "

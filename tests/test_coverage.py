@@ -1,31 +1,39 @@
 """A fast, representative subset of the model coverage (docs/model_coverage.md):
-the kinds of model that used to break prune_model, each through the pipeline."""
+the kinds of model that used to break prune_model or export_tflite, each
+through the pipeline, with the table's cells asserted."""
+
+import re
 
 import pytest
 
 from deadwood_tf import coverage
 
 ALL = coverage.STEPS
-TO_SAVE = ("kernels", "deadwood_fit", "masked_stay_zero", "strip_save_load")
-NO_DEADWOOD = ("kernels", "masked_stay_zero", "strip_save_load")
+BUT_DEADWOOD = tuple(k for k in ALL if k != "deadwood_fit")
 
 
-@pytest.mark.parametrize("name, must_pass", [
-    ("functional with ops between layers", ALL),
-    # TFLite: export_tflite reads `model.inputs`, which a subclassed model lacks.
-    ("subclassed", TO_SAVE),
-    # Token inputs only: Deadwood runs with attack=None (nothing to perturb); one
-    # output but three inputs, which export_tflite refuses.
-    ("KerasHub BertBackbone + head", TO_SAVE),
-    # PGD perturbs both image inputs; export_tflite refuses several inputs.
-    ("two inputs (shared encoder)", TO_SAVE),
-    ("two outputs", NO_DEADWOOD),
+@pytest.mark.parametrize("name, must_pass, inputs, outputs", [
+    ("functional with ops between layers", ALL, "input", "logits"),
+    ("subclassed", ALL, "input", "output_0"),
+    # Token inputs only: Deadwood runs with attack=None (nothing to perturb).
+    ("KerasHub BertBackbone + head", ALL, "padding_mask, segment_ids, token_ids", "logits"),
+    ("two inputs (shared encoder)", ALL, "left, right", "logits"),
+    ("two outputs", BUT_DEADWOOD, "input", "logits, aux"),
 ])
-def test_pipeline_steps_on_models_nobody_here_wrote(name, must_pass):
+def test_pipeline_steps_on_models_nobody_here_wrote(name, must_pass, inputs, outputs):
     row = coverage.check(name)
+    assert set(row.cells) == set(ALL)
     failed = {k: text for k, (ok, text) in row.cells.items() if k in must_pass and not ok}
     assert not failed, failed
-    assert set(row.cells) == set(ALL)
+    export_ok, export_text = row.cells["tflite_export"]
+    assert f"inputs {inputs}; outputs {outputs};" in export_text
+    diff = float(re.search(r"max abs diff ([0-9.e+-]+)", export_text).group(1))
+    assert diff <= 1e-4
+    file, keras = map(float, re.match(r"([0-9.]+) \(Keras: ([0-9.]+)\)",
+                                      row.cells["tflite_sparsity"][1]).groups())
+    assert abs(file - keras) <= 0.01 and keras >= 0.89
+    for ok, text in row.cells.values():  # a failure says why, never just "failed"
+        assert ok or len(text) > 40
 
 
 def test_two_outputs_get_a_clear_error_from_deadwood_and_the_table_shows_it():
@@ -34,3 +42,10 @@ def test_two_outputs_get_a_clear_error_from_deadwood_and_the_table_shows_it():
     table = coverage.markdown(rows)
     assert "| two outputs | ok: 3 / 3 | **FAIL**: ValueError: Invalid value" in table
     assert table.count("not run") == len(ALL) - 2
+
+
+def test_a_failure_outside_deadwood_gets_advice():
+    error = TypeError("Unrecognized keyword arguments passed to ViTPatchingAndEmbedding: "
+                      "{'num_patches': 16}")
+    assert "rebuild the model from its arguments" in coverage._hint(error)
+    assert coverage._hint(ValueError("other")) == ""

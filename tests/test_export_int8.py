@@ -102,8 +102,9 @@ def _residual_with_a_dead_branch():
 def test_int8_widens_dead_outputs_so_that_xnnpack_takes_the_file(tmp_path):
     model = _residual_with_a_dead_branch()
     x = np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 3)).astype("float32")
-    with dw.export.warnings_off():
-        plain = dw.export._converter(model, False, "int8", x).convert()
+    specs = dw.export.signature.input_specs(model)
+    with dw.export._serving_saved_model(model, specs) as saved, dw.export.warnings_off():
+        plain = dw.export._converter(saved, False, "int8", x).convert()
     assert [r[0] for r in dw.export._xnnpack_refusals(plain)] == ["CONV_2D"]  # what failed
     info = dw.export_tflite(model, tmp_path / "m.tflite", quantize="int8", sample_inputs=x)
     assert info["runs_on_default_interpreter"] and info["widened_for_xnnpack"] == ["c1"]

@@ -257,3 +257,32 @@ def test_functional_model_with_ops_keeps_masked_weights_at_zero_under_xla():
     for (weight, _), was in zip(dw.pruned_weights(pruned), masked):
         assert np.all(np.asarray(weight.numpy())[was] == 0)
     assert dw.sparsity_report(pruned).zeros == round(0.9 * dw.sparsity_report(pruned).size)
+
+
+def test_a_layer_whose_config_does_not_round_trip_is_rebuilt_from_its_arguments():
+    """As KerasHub 0.32's ViTPatchingAndEmbedding: get_config returns a derived
+    value its __init__ refuses; prune_model still copies the model."""
+
+    class Derived(keras.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+            self.dense = keras.layers.Dense(units)
+
+        def call(self, x):
+            return self.dense(x)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units, "doubled": 2 * self.units}
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(2)(Derived(3)(inp)))
+    with pytest.raises(TypeError, match="doubled"):
+        keras.models.clone_model(model)
+    pruned = dw.prune_model(model)
+    assert pruned is not model and not dw.pruned_weights(model)
+    assert len(dw.pruned_weights(pruned)) == 2
+    x = np.random.default_rng(0).uniform(0, 1, (3, 4)).astype("float32")
+    np.testing.assert_allclose(pruned(x), model(x), atol=1e-6)
+    dw.apply_sparsity(pruned, 0.5)
+    assert dw.sparsity_report(model).zeros == 0  # the original keeps its weights

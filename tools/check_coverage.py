@@ -65,10 +65,15 @@ Columns, in pipeline order:
   pruned model cut to 90% instead (the cell says so).
 - **strip + save + load**: `strip_pruning`, `.keras` save, `load_model(safe_mode=True)`:
   same class, same outputs, no deadwood object, sparsity kept.
-- **TFLite export verified**: `dw.export_tflite` of the loaded model (it checks the file
-  against Keras).
-- **sparsity read back from the file**: `dw.export.tflite_sparsity`, within 0.01 of
-  Keras'.
+- **export verified**: `dw.export_tflite` of the loaded model (of the stripped one when
+  the `.keras` file does not load): the file's signature takes the model's inputs by name
+  and returns its outputs by name; every output is checked against Keras on the same
+  inputs (token ids within the vocabulary, 0/1 padding masks, floats in [0, 1)).
+- **file sparsity**: `dw.export.tflite_sparsity(file, model)["model_sparsity"]`, the
+  file's non-zero weights against the model's prunable weights, within 0.01 of Keras'.
+  The converter stores identical constants once (all-zero kernels of one shape share a
+  tensor), so the stored tensors' own sparsity is lower where whole kernels were cut; the
+  cell says so.
 
 {coverage.markdown(rows)}{pending}
 """
