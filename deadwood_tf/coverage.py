@@ -24,7 +24,8 @@ import traceback
 import keras
 import numpy as np
 
-from deadwood_tf import attacks, callbacks, deadwood_model, export, prune, prune_registry
+from deadwood_tf import attacks, callbacks, deadwood_model, export, outputs, prune, prune_registry
+from deadwood_tf.embedding_attack import EmbeddingAttack
 
 SPARSITY = 0.9
 NUM_CLASSES = 4
@@ -194,6 +195,16 @@ def sample_data(model, n=NUM_EXAMPLES, seed=0):
     return x, rng.integers(0, NUM_CLASSES, n)
 
 
+def _token_embedding(model) -> str:
+    """The name of the model's token embedding: the first Embedding layer whose name
+    says "token", else the first Embedding layer."""
+    found = [l for l in model._flatten_layers(include_self=False)
+             if isinstance(l, keras.layers.Embedding)]
+    if not found:
+        raise ValueError("no Embedding layer: token inputs with nothing to perturb")
+    return next((l.name for l in found if "token" in l.name), found[0].name)
+
+
 def _has_float_inputs(x) -> bool:
     return any(np.issubdtype(np.asarray(v).dtype, np.floating) for v in keras.tree.flatten(x))
 
@@ -292,14 +303,23 @@ def check(name: str, epochs: int = 1) -> Row:
         student = prune.prune_model(teacher)
         state["student"] = student
         # The attack perturbs the float inputs and leaves token ids alone; a model
-        # with token inputs only has nothing to perturb.
-        attack = attacks.PGD(0.03, steps=2, step_size=0.01) if _has_float_inputs(x) else None
-        model = deadwood_model.DeadwoodModel(student, teacher, attack=attack)
+        # with token inputs only gets it in embedding space, on its token embedding.
+        if _has_float_inputs(x):
+            attack, note = attacks.PGD(0.03, steps=2, step_size=0.01), ""
+        else:
+            layer = _token_embedding(student)
+            attack = EmbeddingAttack(attacks.PGD(0.5, steps=2, norm="l2"), layer=layer)
+            note = f" (PGD in embedding space, on {layer!r})"
+        heads = outputs.names_and_shapes(teacher, "teacher")
+        several = {} if len(heads) == 1 else dict(
+            output=heads[0][0], other_output_losses={n: "mse" for n, _ in heads[1:]})
+        if several:
+            note += f" (constraints on {heads[0][0]!r}; others distilled, mse)"
+        model = deadwood_model.DeadwoodModel(student, teacher, attack=attack, **several)
         model.compile(keras.optimizers.AdamW(1e-3))
         model.fit(x, y, epochs=epochs, batch_size=16, verbose=0,
                   callbacks=[callbacks.DeadwoodCallback(SPARSITY, prune_epoch=0, verbose=0)])
         zeros, want = prune.sparsity_report(model).zeros, round(SPARSITY * model.num_prunable)
-        note = "" if attack is not None else " (attack=None: token inputs only)"
         return zeros == want, f"{zeros} = round(0.9 * {model.num_prunable}){note}" if (
             zeros == want) else f"{zeros} zeros, expected {want}"
 

@@ -9,16 +9,16 @@ import pytest
 from deadwood_tf import coverage
 
 ALL = coverage.STEPS
-BUT_DEADWOOD = tuple(k for k in ALL if k != "deadwood_fit")
 
 
 @pytest.mark.parametrize("name, must_pass, inputs, outputs", [
     ("functional with ops between layers", ALL, "input", "logits"),
     ("subclassed", ALL, "input", "output_0"),
-    # Token inputs only: Deadwood runs with attack=None (nothing to perturb).
+    # Token inputs only: Deadwood's attack runs in embedding space.
     ("KerasHub BertBackbone + head", ALL, "padding_mask, segment_ids, token_ids", "logits"),
     ("two inputs (shared encoder)", ALL, "left, right", "logits"),
-    ("two outputs", BUT_DEADWOOD, "input", "logits, aux"),
+    # The constraints on "logits", "aux" distilled to the teacher's.
+    ("two outputs", ALL, "input", "logits, aux"),
 ])
 def test_pipeline_steps_on_models_nobody_here_wrote(name, must_pass, inputs, outputs):
     row = coverage.check(name)
@@ -34,11 +34,16 @@ def test_pipeline_steps_on_models_nobody_here_wrote(name, must_pass, inputs, out
     assert abs(file - keras) <= 0.01 and keras >= 0.89
     for ok, text in row.cells.values():  # a failure says why, never just "failed"
         assert ok or len(text) > 40
+    deadwood = row.cells["deadwood_fit"][1]
+    if name.startswith("KerasHub Bert"):
+        assert "PGD in embedding space, on 'token_embedding'" in deadwood
+    if name == "two outputs":
+        assert "constraints on 'logits'; others distilled" in deadwood
 
 
-def test_two_outputs_get_a_clear_error_from_deadwood_and_the_table_shows_it():
+def test_a_failed_step_shows_its_error_and_later_steps_say_not_run():
     rows = [coverage.Row("two outputs", {"kernels": (True, "3 / 3"), "deadwood_fit": (
-        False, "ValueError: Invalid value for argument `student`: expected a model with one output")})]
+        False, "ValueError: Invalid value for argument `output`: the student has 2 outputs")})]
     table = coverage.markdown(rows)
     assert "| two outputs | ok: 3 / 3 | **FAIL**: ValueError: Invalid value" in table
     assert table.count("not run") == len(ALL) - 2

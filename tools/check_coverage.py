@@ -14,7 +14,8 @@ import time
 from absl import app, flags
 
 _OUTPUT = flags.DEFINE_string("output", "docs/model_coverage.md", "Markdown file to write.")
-_MODELS = flags.DEFINE_list("models", None, "Model names (keys of coverage.MODELS); all by default.")
+_MODELS = flags.DEFINE_list("models", None, "Model names (keys of coverage.MODELS); all by "
+                            "default. The other models' rows already in --output are kept.")
 
 
 def main(argv):
@@ -34,6 +35,22 @@ def main(argv):
               flush=True)
         _write(rows, len(names))  # after each row: a long run killed keeps what it did
     print(f"wrote {_OUTPUT.value}")
+
+
+def _table(rows):
+    """The table of `rows`; with --models, the other models' rows of the file kept."""
+    from deadwood_tf import coverage
+
+    new = coverage.markdown(rows).split("\n")
+    if not _MODELS.value or not os.path.exists(_OUTPUT.value):
+        return "\n".join(new)
+    name = lambda line: line[2:].split(" | ")[0]  # noqa: E731
+    kept = {name(l): l for l in open(_OUTPUT.value).read().split("\n")
+            if l.startswith("| ") and not l.startswith("| model |")}
+    kept.update({name(l): l for l in new[2:]})
+    order = [n for n in coverage.MODELS if n in kept] + [n for n in kept
+                                                          if n not in coverage.MODELS]
+    return "\n".join(new[:2] + [kept[n] for n in order])
 
 
 def _write(rows, planned):
@@ -59,7 +76,9 @@ Columns, in pipeline order:
 - **Deadwood fit**: `DeadwoodModel(prune_model(m), m, attack=PGD(0.03, steps=2))`, one
   epoch with `DeadwoodCallback(0.9, prune_epoch=0)`; ok when exactly `round(0.9 * P)`
   weights are zero. PGD perturbs the float inputs only; models whose inputs are all
-  token ids run with `attack=None` (nothing to perturb).
+  token ids get it in embedding space (`EmbeddingAttack(PGD(0.5, steps=2, norm="l2"))` on
+  their token embedding); a model with several outputs puts the constraints on its first
+  output and distils the others to the teacher's (`output=`, `other_output_losses=`).
 - **masked weights still zero after training**: every masked weight is exactly zero
   after the fit (AdamW). Where the Deadwood fit failed, after a plain Keras fit of the
   pruned model cut to 90% instead (the cell says so).
@@ -75,7 +94,7 @@ Columns, in pipeline order:
   tensor), so the stored tensors' own sparsity is lower where whole kernels were cut; the
   cell says so.
 
-{coverage.markdown(rows)}{pending}
+{_table(rows)}{pending}
 """
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
     with open(_OUTPUT.value, "w") as f:
