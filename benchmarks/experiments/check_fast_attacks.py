@@ -51,9 +51,11 @@ _EPS = flags.DEFINE_float("eps", 0.2, "L-inf radius on pixels in [0, 1].")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the model and of every attack.")
 _NATURAL = flags.DEFINE_integer("natural_epochs", 2, "Natural training epochs.")
 _ADVERSARIAL = flags.DEFINE_integer("adversarial_epochs", 4, "PGD-5 adversarial epochs.")
-_COMPARE = flags.DEFINE_integer("compare_examples", 200, "Test digits of the comparison.")
+_COMPARE = flags.DEFINE_integer("compare_examples", 200, "Test digits of the comparison "
+                                "(0: skip it).")
 _APGD_ITER = flags.DEFINE_integer("apgd_iter", 100, "APGD-CE iterations (both).")
 _QUERIES = flags.DEFINE_integer("square_queries", 1000, "Square queries in the comparison.")
+_TAG = flags.DEFINE_string("tag", "", "Appended to the JSON's name (check_<date>_<tag>.json).")
 _CASCADE = flags.DEFINE_integer("cascade_examples", 1000, "Test digits of the timed cascade "
                                 "(0: skip).")
 
@@ -129,6 +131,13 @@ def _compare(name, ours, art, clean):
             "difference_se": float(np.sqrt(np.sum(ours != art)) / len(ours))}
 
 
+def _write(path, out):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, sort_keys=True, default=float)
+        f.write("\n")
+
+
 def main(argv):
     del argv
     t_start = time.time()
@@ -143,7 +152,7 @@ def main(argv):
     load = {"start": os.getloadavg()}
     x, y = x_test[:_COMPARE.value], y_test[:_COMPARE.value]
     clean = np.asarray(model_fn(tf.constant(x))).argmax(-1) == y
-    print(f"model: clean {100 * clean.mean():.1f}% on {len(x)} digits "
+    print(f"model: clean {100 * clean.mean() if len(x) else 0:.1f}% on {len(x)} digits "
           f"(trained in {train_seconds:.0f} s; 0 = loaded)", flush=True)
 
     runs = {
@@ -156,7 +165,7 @@ def main(argv):
         "art_square": lambda: _art_square(model_fn, x, y, eps),
     }
     robust, seconds = {}, {}
-    for name, attack in runs.items():
+    for name, attack in (runs.items() if len(x) else ()):
         t0 = time.time()
         x_adv = attack()
         seconds[name] = time.time() - t0
@@ -164,7 +173,7 @@ def main(argv):
         print(f"  {name}: {100 * (robust[name] & clean).mean():.1f}% robust, "
               f"{seconds[name]:.1f} s", flush=True)
     load["after_comparison"] = os.getloadavg()
-    rows = [_compare("APGD-CE (ART initial step 2 eps)", robust["apgd_ce"],
+    rows = [] if not len(x) else [_compare("APGD-CE (ART initial step 2 eps)", robust["apgd_ce"],
                      robust["art_apgd_ce"], clean),
             _compare("APGD-CE (ART initial step 2 eps / 10)", robust["apgd_ce"],
                      robust["art_apgd_ce_step_eps_over_5"], clean),
@@ -174,6 +183,24 @@ def main(argv):
                                      ("apgd_ce", "art_apgd_ce_step_eps_over_5"),
                                      ("square", "art_square")]):
         r.update(ours_seconds=seconds[ours], art_seconds=seconds[art])
+
+    out = {"model": {"architecture": benchmark_config().model.to_dict(),
+                     "natural_epochs": _NATURAL.value, "adversarial_epochs": _ADVERSARIAL.value,
+                     "train_seconds": train_seconds,
+                     "clean_on_compared": float(clean.mean()) if len(x) else None},
+           "eps": eps, "seed": seed, "compare_examples": len(x), "apgd_iter": _APGD_ITER.value,
+           "square_queries": _QUERIES.value, "comparison": rows, "cascade": None,
+           "load_average": load, "versions": report._versions(), "machine": {
+               **report._machine(), "cores_usable": len(os.sched_getaffinity(0)),
+               "note": "2 CPU cores shared with other jobs (see load_average)"},
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        import art
+        out["versions"]["adversarial-robustness-toolbox"] = art.__version__
+    except ImportError:
+        pass
+    path = os.path.join(_OUT.value, f"check_{out['date'][:10]}{'_' + _TAG.value if _TAG.value else ''}.json")
+    _write(path, out)  # the comparison, before the long cascade
 
     cascade = None
     if _CASCADE.value:
@@ -191,25 +218,8 @@ def main(argv):
                    "worst_config": config.worst.to_dict()}
         load["after_cascade"] = os.getloadavg()
 
-    out = {"model": {"architecture": benchmark_config().model.to_dict(),
-                     "natural_epochs": _NATURAL.value, "adversarial_epochs": _ADVERSARIAL.value,
-                     "train_seconds": train_seconds, "clean_on_compared": float(clean.mean())},
-           "eps": eps, "seed": seed, "compare_examples": len(x), "apgd_iter": _APGD_ITER.value,
-           "square_queries": _QUERIES.value, "comparison": rows, "cascade": cascade,
-           "load_average": load, "total_seconds": time.time() - t_start,
-           "versions": report._versions(), "machine": {
-               **report._machine(), "note": "2 CPU cores shared with other jobs (see load)"},
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    try:
-        import art
-        out["versions"]["adversarial-robustness-toolbox"] = art.__version__
-    except ImportError:
-        pass
-    os.makedirs(_OUT.value, exist_ok=True)
-    path = os.path.join(_OUT.value, f"check_{out['date'][:10]}.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1, sort_keys=True, default=float)
-        f.write("\n")
+    out.update(cascade=cascade, load_average=load, total_seconds=time.time() - t_start)
+    _write(path, out)
 
     print(f"\n| attack | ours robust % | ART robust % | agree % | only ours broke | only ART "
           f"broke | ours s | ART s |\n|---|---|---|---|---|---|---|---|")
