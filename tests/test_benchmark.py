@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -145,6 +146,18 @@ def test_worst_case_and_tables_come_from_the_rows(bench, tmp_path):
         assert attacked[name] == round(20 * acc[before]) and acc[name] <= acc[before]
     assert acc["worst"] == acc["square"] and acc["gradient_worst"] == acc["apgd_t"]
     assert worst_case.run(c, ["deadwood"], results, work, seeds=[1]) == []  # finished
+    # Selection: the validation split, gradient attacks only (the test model stands in).
+    models = os.path.join(work, "digits_tiny", "models")
+    shutil.copy(os.path.join(models, "test_deadwood_0.8_seed1.keras"),
+                os.path.join(models, "validation_deadwood_0.8_seed1.keras"))
+    c.split, c.worst.square, c.worst.pgd_restarts = "validation", False, 0
+    [path] = worst_case.run(c, ["deadwood"], results, work, seeds=[1])
+    assert os.path.relpath(path, results) == os.path.join(
+        "digits_tiny", "validation", "worst_aa", "deadwood_0.8_seed1.json")
+    row = json.load(open(path))
+    assert row["attacks"] == ["apgd_ce", "apgd_t"] and row["masking"] is None
+    assert row["split"] == "validation" and row["attacked"]["apgd_ce"] == round(
+        20 * row["accuracy"]["clean"])
     # The tables read the earlier evaluator's rows, in worst/.
     legacy = {"method": "deadwood", "target_sparsity": 0.8, "seed": 0, "num_examples": 20,
               "square_only": 0, "masking": False,

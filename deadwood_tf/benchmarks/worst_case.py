@@ -90,8 +90,9 @@ def evaluate(config, model, x, y, seed=0) -> dict:
     robust = result["robust"]
     names = [name for name, _ in attacks]
     acc = {k: float(v.mean()) for k, v in robust.items()}
-    pgd_last = [n for n in names if n.startswith("pgd")][-1]
-    acc.update(pgd_restarts=acc[pgd_last], gradient_worst=acc["apgd_t"], worst=acc[names[-1]])
+    pgd = [n for n in names if n.startswith("pgd")]
+    acc.update(pgd_restarts=acc[pgd[-1] if pgd else "clean"], gradient_worst=acc["apgd_t"],
+               worst=acc[names[-1]])
     square_only = int(np.sum(robust["apgd_t"] & ~robust["square"])) if "square" in robust else 0
     return {"attacks": names, "accuracy": acc, "attack_seconds": result["seconds"],
             "attacked": result["attacked"], "square_only": square_only,
