@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -127,12 +128,40 @@ def test_masking_flag_is_square_more_than_a_point_below_pgd_with_restarts():
 def test_worst_case_and_tables_come_from_the_rows(bench, tmp_path):
     results, work, _ = bench
     c = tiny()
-    written = worst_case.run(c, ["deadwood"], results, work)
-    assert len(written) == 1
+    written = worst_case.run(c, ["deadwood"], results, work, seeds=[1])
+    assert [os.path.relpath(p, results) for p in written] == [
+        os.path.join("digits_tiny", "worst_aa", "deadwood_0.8_seed1.json")]
     row = json.load(open(written[0]))
-    acc = row["accuracy"]
-    assert acc["worst"] <= min(v for k, v in acc.items() if k != "worst") + 1e-9
+    acc, attacked = row["accuracy"], row["attacked"]
+    assert row["evaluator"] == worst_case.EVALUATOR and row["seed"] == 1
     assert row["num_examples"] == 20 and isinstance(row["masking"], bool)
+    # A cascade: each attack ran on the digits every earlier one left robust.
+    order = ["clean", "pgd5_restart0", "pgd5_restart1", "apgd_ce", "apgd_t", "square"]
+    assert row["attacks"] == order[1:] and set(row["attack_seconds"]) == set(attacked) == set(
+        order[1:])
+    for before, name in zip(order, order[1:]):
+        assert attacked[name] == round(20 * acc[before]) and acc[name] <= acc[before]
+    assert acc["worst"] == acc["square"] and acc["gradient_worst"] == acc["apgd_t"]
+    assert worst_case.run(c, ["deadwood"], results, work, seeds=[1]) == []  # finished
+    # Selection: the validation split, gradient attacks only (the test model stands in).
+    models = os.path.join(work, "digits_tiny", "models")
+    shutil.copy(os.path.join(models, "test_deadwood_0.8_seed1.keras"),
+                os.path.join(models, "validation_deadwood_0.8_seed1.keras"))
+    c.split, c.worst.square, c.worst.pgd_restarts = "validation", False, 0
+    [path] = worst_case.run(c, ["deadwood"], results, work, seeds=[1])
+    assert os.path.relpath(path, results) == os.path.join(
+        "digits_tiny", "validation", "worst_aa", "deadwood_0.8_seed1.json")
+    row = json.load(open(path))
+    assert row["attacks"] == ["apgd_ce", "apgd_t"] and row["masking"] is None
+    assert row["split"] == "validation" and row["attacked"]["apgd_ce"] == round(
+        20 * row["accuracy"]["clean"])
+    # The tables read the earlier evaluator's rows, in worst/.
+    legacy = {"method": "deadwood", "target_sparsity": 0.8, "seed": 0, "num_examples": 20,
+              "square_only": 0, "masking": False,
+              "accuracy": {"clean": 0.9, "pgd5_restart0": 0.6, "pgd_restarts": 0.6,
+                           "apgd_ce": 0.6, "apgd_dlr": 0.6, "square": 0.6, "worst": 0.55}}
+    runner._write_json(os.path.join(results, "digits_tiny", "worst", "deadwood_0.8_seed0.json"),
+                       legacy)
     docs = tmp_path / "bench.md"
     docs.write_text("intro\n<!-- benchmark-tables:digits_tiny begin -->\nold\n"
                     "<!-- benchmark-tables:digits_tiny end -->\nend\n")

@@ -115,10 +115,16 @@ def benchmark_config() -> ml_collections.ConfigDict:
     c.eval.fgsm = True
     c.eval.pgd_steps = 20
     c.eval.pgd_step_size = 0.02
-    # Worst case over attacks (tools/benchmark.py --worst_case), headline models.
+    # Worst case over attacks (tools/benchmark.py --worst_case; benchmarks/worst_case.py):
+    # the cascade PGD restarts > APGD-CE > APGD-T > Square, each on the digits still robust.
+    # Not part of the rows' fingerprint (runner._fingerprint leaves `worst` out).
     c.worst = ml_collections.ConfigDict()
     c.worst.examples = 1000
     c.worst.pgd_restarts = 5
-    c.worst.apgd_steps = 100
+    c.worst.apgd_steps = 100        # iterations of APGD-CE and of APGD-T per target
+    c.worst.apgd_targets = 9        # APGD-T's targets: the top 9 other classes by clean logit
+    c.worst.square = True           # False: the gradient attacks only (selection)
     c.worst.square_queries = 5000
+    c.worst.square_p_init = 0.8
+    c.worst.batch_size = 0          # examples per attack call; 0: all still robust at once
     return c

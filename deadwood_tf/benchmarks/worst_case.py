@@ -1,134 +1,170 @@
 """Per-example worst case over strong attacks, for the headline models.
 
-On the first `worst.examples` test digits, a digit counts as robust only if
-it is classified correctly clean and under every attack: PGD-20 with
-`worst.pgd_restarts` random restarts, APGD-CE and APGD-DLR (ART), and ART's
-gradient-free Square attack with `worst.square_queries` queries. Gradient
-masking is flagged where Square (which needs no gradient) beats PGD-20 with
-restarts by more than 1 point (`masking`); `square_only` counts the examples
-Square broke that every gradient attack missed.
+On the first `worst.examples` digits of the row's split (test, or validation
+for selection), a digit counts as robust only if it is classified correctly
+clean and under every attack of a cascade, each run only on the digits every
+earlier one left correct (`autoattack.worst_case`):
 
-Writes `<results_dir>/<protocol>/worst/<method>_<sparsity>_seed0.json`.
+1. PGD-`eval.pgd_steps` with `worst.pgd_restarts` random restarts (cleverhans);
+2. APGD-CE, `worst.apgd_steps` iterations (AutoAttack's schedule, `autoattack.apgd`);
+3. APGD-T, the targeted DLR loss against the top `worst.apgd_targets` other
+   classes (`autoattack.apgd_targeted`);
+4. Square, `worst.square_queries` queries (`autoattack.square`); left out with
+   `worst.square = False` (selection, where its cost matters).
+
+`accuracy[name]` is the fraction still robust after that attack and every one
+before it, so `accuracy["worst"]` is the last. `square_only` counts the digits
+Square broke that every gradient attack missed; `masking` flags a row where
+they exceed `MASKING_GAP` of the digits: a gradient-free attack finding what
+gradients cannot is the sign of gradient masking.
+
+Writes `<rows dir>/worst_aa/<method>_<sparsity>_seed<seed>.json` (rows dir:
+`<results_dir>/<protocol>/`, or its `validation/`), with `evaluator` naming
+this cascade. The rows in `worst/` came from an earlier evaluator (ART's APGD
+with a small initial step, and its Square over every digit, seed 0 only);
+`masking()` reads their flag.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from deadwood_tf import attacks as attacks_lib
+from deadwood_tf import autoattack
 from deadwood_tf import report
 from deadwood_tf.benchmarks import runner
 
-MASKING_GAP = 0.01  # Square below PGD-20 with restarts by more than 1 point
+MASKING_GAP = 0.01  # more than 1 point of the digits
+EVALUATOR = "deadwood_tf.autoattack cascade: PGD restarts > APGD-CE > APGD-T > Square"
+FOLDER = "worst_aa"
 
 
 def masking(accuracy) -> bool:
-    """The masking flag of a worst-case row's `accuracy`: Square's accuracy is
-    lower than PGD-20 with restarts' by more than `MASKING_GAP`."""
+    """The masking flag of an old (`worst/`) row's `accuracy`: ART's Square,
+    run on every digit, below PGD-20 with restarts by more than `MASKING_GAP`."""
     return bool(accuracy["square"] < accuracy["pgd_restarts"] - MASKING_GAP)
 
 
-def _correct(model_fn, attack, x, y, batch_size=250, name=None):
-    """Per-example correctness (bool array) under `attack` (None: clean); with
-    `name`, a progress line per batch (Square takes minutes a batch)."""
-    out = []
-    t0 = time.time()
-    for start in range(0, len(x), batch_size):
-        if name is not None:
-            print(f"   {name}: examples {start}-{min(start + batch_size, len(x))} of {len(x)} "
-                  f"({time.time() - t0:.0f} s so far)", flush=True)
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        if attack is not None:
-            in_graph = getattr(attack, "in_graph", True)  # ART attacks run on NumPy
-            xb = attack(model_fn, tf.constant(xb) if in_graph else xb,
-                        tf.constant(yb) if in_graph else yb)
-        out.append(np.argmax(np.asarray(model_fn(tf.constant(xb))), -1) == yb)
-    return np.concatenate(out)
-
-
-def worst_case_attacks(config):
-    """`{name: attack}`: the restarts of PGD-20, APGD-CE, APGD-DLR and Square."""
+def cascade(config, model_fn, seed=0) -> list:
+    """`[(name, attack(x, y) -> x_adv)]`: the cascade `config.worst` describes,
+    its random draws seeded by `seed`."""
     e, a, w = config.eval, config.attack, config.worst
-    common = dict(norm=a.norm, clip_min=a.clip_min, clip_max=a.clip_max)
-    out = {f"pgd{e.pgd_steps}_restart{r}": attacks_lib.make_attack(
-        "pgd", e.eps, steps=e.pgd_steps, step_size=e.pgd_step_size, random_start=True, **common)
-        for r in range(w.pgd_restarts)}
-    out["apgd_ce"] = attacks_lib.make_attack("apgd", e.eps, steps=w.apgd_steps, loss="ce",
-                                             **common)
-    out["apgd_dlr"] = attacks_lib.make_attack("apgd", e.eps, steps=w.apgd_steps, loss="dlr",
-                                              **common)
-    out["square"] = attacks_lib.make_attack("square", e.eps, max_queries=w.square_queries,
-                                            **common)
+    if a.norm not in ("linf", "inf", "l_inf"):
+        raise ValueError("Invalid value for `attack.norm`: the worst case runs L-inf attacks "
+                         f"only. Received: {a.norm!r}")
+    bounds = dict(clip_min=float(a.clip_min), clip_max=float(a.clip_max))
+    pgd = attacks_lib.make_attack("pgd", e.eps, steps=e.pgd_steps, step_size=e.pgd_step_size,
+                                  random_start=True, norm=a.norm, **bounds)
+    pgd_step = tf.function(lambda x, y: pgd(model_fn, x, tf.cast(y, tf.int64)),
+                           reduce_retracing=True)
+    out = [(f"pgd{e.pgd_steps}_restart{r}", lambda x, y: pgd_step(x, y).numpy())
+           for r in range(int(w.pgd_restarts))]
+    out.append(("apgd_ce", lambda x, y: autoattack.apgd(
+        model_fn, x, y, e.eps, loss="ce", n_iter=int(w.apgd_steps), seed=seed, **bounds)))
+    out.append(("apgd_t", lambda x, y: autoattack.apgd_targeted(
+        model_fn, x, y, e.eps, n_targets=int(w.apgd_targets), n_iter=int(w.apgd_steps),
+        seed=seed, **bounds)))
+    if w.square:
+        out.append(("square", lambda x, y: autoattack.square(
+            model_fn, x, y, e.eps, n_queries=int(w.square_queries), p_init=float(w.square_p_init),
+            seed=seed, **bounds)))
     return out
 
 
-def evaluate(config, model, x, y) -> dict:
-    """Accuracies (clean, each attack, PGD restarts together, gradient attacks
-    together, worst case) and the masking flag, on `x, y`."""
+def evaluate(config, model, x, y, seed=0) -> dict:
+    """The cascade's accuracies (clean, after each attack, PGD restarts together,
+    gradient attacks together, worst case), its seconds and the masking flag."""
     fn = attacks_lib.logits_fn(model)
     model_fn = lambda t: fn(t, training=False)  # noqa: E731
-    tf.random.set_seed(0)
-    correct = {"clean": _correct(model_fn, None, x, y)}
-    seconds = {}
-    for name, attack in worst_case_attacks(config).items():
-        t0 = time.time()
-        correct[name] = _correct(model_fn, attack, x, y, name=name) & correct["clean"]
-        seconds[name] = time.time() - t0
-        print(f"   {name}: {100 * correct[name].mean():.1f}% robust in {seconds[name]:.0f} s",
-              flush=True)
-    pgd = np.logical_and.reduce([v for k, v in correct.items() if k.startswith("pgd")])
-    gradient = pgd & correct["apgd_ce"] & correct["apgd_dlr"]
-    worst = gradient & correct["square"]
-    acc = {k: float(v.mean()) for k, v in correct.items()}
-    acc.update(pgd_restarts=float(pgd.mean()), gradient_worst=float(gradient.mean()),
-               worst=float(worst.mean()))
-    return {"accuracy": acc, "attack_seconds": seconds,
-            "square_only": int(np.sum(gradient & ~correct["square"])),
-            "masking": masking(acc),
+    tf.random.set_seed(seed)  # cleverhans' random starts
+    attacks = cascade(config, model_fn, seed)
+    result = autoattack.worst_case(model_fn, x, y, attacks, config.eval.eps,
+                                   clip_min=float(config.attack.clip_min),
+                                   clip_max=float(config.attack.clip_max),
+                                   batch_size=int(config.worst.batch_size) or None, verbose=True)
+    robust = result["robust"]
+    names = [name for name, _ in attacks]
+    acc = {k: float(v.mean()) for k, v in robust.items()}
+    pgd = [n for n in names if n.startswith("pgd")]
+    acc.update(pgd_restarts=acc[pgd[-1] if pgd else "clean"], gradient_worst=acc["apgd_t"],
+               worst=acc[names[-1]])
+    square_only = int(np.sum(robust["apgd_t"] & ~robust["square"])) if "square" in robust else 0
+    return {"attacks": names, "accuracy": acc, "attack_seconds": result["seconds"],
+            "attacked": result["attacked"], "square_only": square_only,
+            "masking": bool(square_only > MASKING_GAP * len(x)) if "square" in robust else None,
             "num_examples": int(len(x))}
 
 
-def run(config, methods, results_dir, workdir, seed=0) -> list:
-    """The worst case of each `methods` x `config.sparsities` model of `seed`."""
-    _, sparsities, _ = runner._check(config)
+def selection_figure(config, model, x, y, selection: dict) -> dict:
+    """`evaluate` under a search's `selection` settings (its keys: `pgd_restarts`,
+    `apgd_steps`, `apgd_targets`, `square`; `examples` is applied by the caller),
+    with `evaluator` and the settings recorded: the figure a search chooses on."""
     config = config.copy_and_resolve_references()
-    ds, _ = runner.load_data(config)
+    known = {"examples", "pgd_restarts", "apgd_steps", "apgd_targets", "square"}
+    unknown = sorted(set(selection) - known)
+    if unknown:
+        raise ValueError(f"Invalid value for `selection`: unknown keys {unknown}; expected "
+                         f"some of {sorted(known)}. Received: {selection!r}")
+    with config.unlocked():
+        for key in known - {"examples"}:
+            if key in selection:
+                config.worst[key] = selection[key]
+    return {**evaluate(config, model, x, y), "evaluator": EVALUATOR,
+            "selection": dict(selection)}
+
+
+def run(config, methods, results_dir, workdir, seeds=None, variant="") -> list:
+    """The worst case of each `methods` x `config.sparsities` x `seeds` model
+    (`seeds`: default `config.seeds`) on `config.split`; returns the rows written.
+
+    A model is read from `<workdir>/<protocol>/models/<split>_<row name>.keras`
+    (runner saves it there); a row already written is skipped.
+    """
+    _, sparsities, config_seeds = runner._check(config)
+    seeds = config_seeds if seeds is None else [int(s) for s in seeds]
+    config = config.copy_and_resolve_references()
+    _, (x_eval, y_eval) = runner.load_data(config)
     n = int(config.worst.examples)
-    x, y = ds.x_test[:n], ds.y_test[:n]
+    x, y = x_eval[:n], y_eval[:n]
+    out_dir = os.path.join(runner.rows_dir(config, results_dir), FOLDER)
     written = []
-    for sparsity in sparsities:
-        for method in methods:
-            if method not in runner.METHODS:
-                raise ValueError(f"Invalid value for `worst_case`: unknown method {method!r}; "
-                                 f"expected names from {tuple(runner.METHODS)}.")
-            s = 0.0 if runner.METHODS[method].group == "reference" else sparsity
-            name = runner.row_name(method, s, seed)
-            path = os.path.join(results_dir, config.protocol, "worst", name + ".json")
-            if os.path.exists(path):
-                continue
-            model_path = os.path.join(workdir, config.protocol, "models", f"test_{name}.keras")
-            if not os.path.exists(model_path):
-                print(f"== worst case: no model {model_path}; run its row first", flush=True)
-                continue
-            print(f"== worst case: {name} on {n} test examples", flush=True)
-            model = keras.models.load_model(model_path)
-            row = {"method": method, "target_sparsity": s, "seed": seed,
-                   "fingerprint": runner._fingerprint(config, method), "protocol": config.protocol,
-                   **evaluate(config, model, x, y),
-                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                       timespec="seconds"),
-                   "versions": report._versions(), "config": config.to_dict()}
-            runner._write_json(path, row)
-            written.append(path)
-            a = row["accuracy"]
-            print(f"   {name}: clean {100 * a['clean']:.1f}  PGD restarts "
-                  f"{100 * a['pgd_restarts']:.1f}  APGD-CE {100 * a['apgd_ce']:.1f}  APGD-DLR "
-                  f"{100 * a['apgd_dlr']:.1f}  Square {100 * a['square']:.1f}  worst "
-                  f"{100 * a['worst']:.1f}  masking {row['masking']}", flush=True)
+    for seed in seeds:
+        for sparsity in sparsities:
+            for method in methods:
+                if method not in runner.METHODS:
+                    raise ValueError(f"Invalid value for `worst_case`: unknown method {method!r}; "
+                                     f"expected names from {tuple(runner.METHODS)}.")
+                s = 0.0 if runner.METHODS[method].group == "reference" else sparsity
+                name = runner.row_name(method, s, seed, variant)
+                path = os.path.join(out_dir, name + ".json")
+                if os.path.exists(path):
+                    continue
+                model_path = os.path.join(workdir, config.protocol, "models",
+                                          f"{config.split}_{name}.keras")
+                if not os.path.exists(model_path):
+                    print(f"== worst case: no model {model_path}; run its row first", flush=True)
+                    continue
+                print(f"== worst case: {name} on {len(x)} {config.split} examples", flush=True)
+                row = {"method": method, "target_sparsity": s, "seed": seed, "variant": variant,
+                       "split": config.split, "evaluator": EVALUATOR,
+                       "fingerprint": runner._fingerprint(config, method),
+                       "protocol": config.protocol,
+                       **evaluate(config, keras.models.load_model(model_path), x, y, seed),
+                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                           timespec="seconds"),
+                       "versions": report._versions(),
+                       "machine": {**report._machine(), "load_average": os.getloadavg()},
+                       "config": config.to_dict()}
+                runner._write_json(path, row)
+                written.append(path)
+                a, t = row["accuracy"], row["attack_seconds"]
+                print(f"   {name}: clean {100 * a['clean']:.1f}  PGD restarts "
+                      f"{100 * a['pgd_restarts']:.1f}  APGD-CE {100 * a['apgd_ce']:.1f}  APGD-T "
+                      f"{100 * a['apgd_t']:.1f}  worst {100 * a['worst']:.1f}  masking "
+                      f"{row['masking']}  ({sum(t.values()):.0f} s)", flush=True)
     return written

@@ -3,7 +3,7 @@
   deadwood-benchmark --config=configs/benchmark_full.py \
       --config.methods=deadwood,gradual_magnitude_at --config.sparsities=0.95
   deadwood-benchmark --config=configs/benchmark_full.py --worst_case=deadwood \
-      --config.sparsities=0.95          # headline models, seed 0
+      --config.sparsities=0.95 --config.seeds=0   # worst case of finished rows' models
   deadwood-benchmark --search=benchmarks/search/mnist_fair_r1.py --stage=validation
                                         # then --stage=choose, then --stage=test
   deadwood-benchmark --reproduce=benchmarks/results/mnist_cnn/deadwood_0.95_seed0.json
@@ -23,8 +23,9 @@ _RESULTS = flags.DEFINE_string("results_dir", "benchmarks/results",
 _WORKDIR = flags.DEFINE_string("workdir", "runs/benchmark",
                                "Cached dense models and every final model (not committed).")
 _VARIANT = flags.DEFINE_string("variant", "", "Name of a change of settings (validation sweep).")
-_WORST = flags.DEFINE_list("worst_case", [], "Methods whose seed-0 models get the worst-case "
-                           "attack check (instead of training rows).")
+_WORST = flags.DEFINE_list("worst_case", [], "Methods whose models (config.seeds x "
+                           "config.sparsities, config.split) get the worst-case attack cascade "
+                           "(instead of training rows).")
 _SEARCH = flags.DEFINE_string(
     "search", None, "A committed search file (benchmarks/search/*.py): its candidates, its "
     "rule and its winners' test rows, by --stage.")
@@ -54,7 +55,8 @@ def main(argv):
     if _WORST.value:
         from deadwood_tf.benchmarks import worst_case
 
-        worst_case.run(_CONFIG.value, _WORST.value, _RESULTS.value, _WORKDIR.value)
+        worst_case.run(_CONFIG.value, _WORST.value, _RESULTS.value, _WORKDIR.value,
+                       variant=_VARIANT.value)
     else:
         from deadwood_tf.benchmarks import runner
 
