@@ -97,3 +97,24 @@ def test_the_stages_end_to_end_record_the_search_commit(tmp_path):
     assert ceiling["sparsity"] == 0.0 and ceiling["target_sparsity"] == 0.0
     assert next(r for r in rows if r["method"] != "dense_at_long")["config"]["prune"][
         "power"] == 1
+
+
+def test_the_selection_figure_is_the_cascade_under_the_search_settings(digits):
+    import keras
+
+    from deadwood_tf.benchmarks import worst_case
+    from conftest import small_cnn, tiny_benchmark_config, train
+
+    keras.utils.set_random_seed(0)
+    model = train(small_cnn(), digits[0][:300], digits[1][:300], epochs=3)
+    selection = {"examples": 40, "pgd_restarts": 1, "apgd_steps": 3, "apgd_targets": 2,
+                 "square": False}
+    out = worst_case.selection_figure(tiny_benchmark_config(), model, digits[2][:40],
+                                      digits[3][:40], selection)
+    assert out["attacks"] == ["pgd5_restart0", "apgd_ce", "apgd_t"]   # no Square
+    acc = out["accuracy"]
+    assert acc["worst"] == acc["apgd_t"] <= acc["apgd_ce"] <= acc["pgd_restarts"] <= acc["clean"]
+    assert out["selection"] == selection and out["evaluator"] == worst_case.EVALUATOR
+    with pytest.raises(ValueError, match=r"unknown keys \['restarts'\]"):
+        worst_case.selection_figure(tiny_benchmark_config(), model, digits[2][:8],
+                                    digits[3][:8], {"restarts": 2})
