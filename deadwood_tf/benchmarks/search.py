@@ -157,6 +157,12 @@ def _validation_worst(search, config, method, index, sparsity, results_dir, work
         from deadwood_tf.benchmarks import worst_case
 
         fn = worst_case.selection_figure
+    if not os.path.exists(model_path):
+        row = os.path.join(runner.rows_dir(config, results_dir), name + ".json")
+        raise ValueError(
+            f"Invalid search state: {row} exists but its model {model_path} does not (another "
+            "machine or workdir made it), so its validation worst case cannot be measured. "
+            "Delete the row file to retrain the candidate, or pass the --workdir that holds it.")
     _, (x, y) = runner.load_data(config)
     n = int(search["selection"]["examples"])
     result = fn(config, keras.models.load_model(model_path), x[:n], y[:n], search["selection"])
