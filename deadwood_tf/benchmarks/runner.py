@@ -392,16 +392,23 @@ def _dense_models(config, ds, seed, workdir, check=None):
 
 
 def with_switches(config, switches):
-    """A copy of `config` with a method's "section.field" switches applied."""
+    """`(copy of config, extra)`: the copy with the dotted switches ("section.field",
+    "section.sub.field") applied; `extra` the undotted ones (`per_example`, ...)."""
     c = copy.deepcopy(config)
     extra = {}
-    with c.unlocked():
-        for key, value in switches:
-            if "." in key:
-                section, field = key.split(".")
-                c[section][field] = value
-            else:
-                extra[key] = value
+    for key, value in switches:
+        if "." not in key:
+            extra[key] = value
+            continue
+        node = c
+        *sections, field = key.split(".")
+        for section in sections:
+            if section not in node:
+                raise ValueError(f"Invalid setting {key!r}: the config has no section "
+                                 f"{section!r}.")
+            node = node[section]
+        with node.unlocked():
+            node[field] = value
     return c, extra
 
 

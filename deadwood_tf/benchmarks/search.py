@@ -23,7 +23,6 @@ came first.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -87,29 +86,20 @@ def commit_of(path: str) -> str:
     return commit
 
 
-def _set(config, dotted: str, value):
-    node = config
-    *sections, field = dotted.split(".")
-    for section in sections:
-        if section not in node:
-            raise ValueError(f"Invalid candidate setting {dotted!r}: the config has no "
-                             f"section {section!r}.")
-        node = node[section]
-    with node.unlocked():
-        node[field] = value
-
-
 def candidate_config(search: dict, method: str, overrides: dict, split: str, seeds,
                      sparsities):
     """The base config with one candidate's `overrides`, narrowed to `method`."""
-    config = copy.deepcopy(_load_module(search["base_config"], "base_config").get_config())
+    undotted = [k for k in overrides if "." not in k]
+    if undotted:
+        raise ValueError(f"Invalid candidate settings {undotted}: expected dotted config "
+                         "fields such as 'deadwood.learning_rate'.")
+    config, _ = runner.with_switches(
+        _load_module(search["base_config"], "base_config").get_config(), overrides.items())
     config.protocol = search["protocol"]
     config.methods = (method,)
     config.split = split
     config.seeds = tuple(int(s) for s in seeds)
     config.sparsities = tuple(float(s) for s in sparsities)
-    for dotted, value in overrides.items():
-        _set(config, dotted, value)
     return config
 
 
