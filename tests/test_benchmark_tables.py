@@ -1,6 +1,9 @@
 """Fast checks of the benchmark's pieces: intervals, attack and callback factories,
 the plain-AT switch and the gradual default of DeadwoodCallback."""
 
+import json
+import os
+
 import keras
 import ml_collections
 import numpy as np
@@ -12,6 +15,8 @@ from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.benchmarks import runner, tables
 from deadwood_tf.benchmarks.config import benchmark_config
 from deadwood_tf.config import default_config
+
+from conftest import ROOT
 
 
 def test_interval_and_wording():
@@ -258,3 +263,30 @@ def test_channel_rows_get_a_paired_table_only_with_two_shared_seeds():
     assert "gradual_channel_at (structured)" not in text  # one shared seed: no interval
     one_seed = [r for r in rows if r["seed"] == 0]
     assert "Paired" not in "\n".join(tables._structured(one_seed, tables._groups(one_seed)))
+
+
+def test_the_search_block_lists_candidates_and_marks_the_rules_leader(tmp_path):
+    from deadwood_tf.benchmarks import tables
+
+    folder = tmp_path / "p" / "validation"
+    (folder / "worst").mkdir(parents=True)
+    search_file = os.path.join(ROOT, "benchmarks", "search", "mnist_fair_r1.py")
+    # (sparsity reached, clean, PGD-20, worst or None): c1 is within the tie of c0's
+    # worst case with the higher clean; c2 misses the sparsity; c3 has no worst case yet.
+    cands = {0: (0.95, 0.97, 0.85, 0.800), 1: (0.95, 0.98, 0.84, 0.799),
+             2: (0.94, 0.99, 0.90, 0.900), 3: (0.95, 0.99, 0.90, None)}
+    for i, (reached, clean, pgd, worst) in cands.items():
+        name = f"deadwood-s-c{i}_0.95_seed0.json"
+        row = {"method": "deadwood", "target_sparsity": 0.95, "sparsity": reached,
+               "clean": clean, "pgd": pgd, "seed": 0,
+               "search": {"name": "s", "candidate": i, "commit": "abcdef0123",
+                          "file": search_file, "overrides": {"deadwood.learning_rate": 1e-3}}}
+        (folder / name).write_text(json.dumps(row))
+        if worst is not None:
+            (folder / "worst" / name).write_text(json.dumps({"accuracy": {"worst": worst}}))
+    lines = tables.render_search(str(tmp_path), "p").splitlines()
+    rows = {line.split("|")[4].strip(): line for line in lines if line.startswith("| s |")}
+    assert sorted(rows) == ["c0", "c1", "c2", "c3"]
+    assert [c for c, line in rows.items() if "**yes**" in line] == ["c1"]
+    assert "pending" in rows["c3"] and "learning_rate=0.001" in rows["c0"]
+    assert tables.render_search(str(tmp_path), "other") == ""

@@ -161,6 +161,24 @@ def _validation_worst(search, config, method, index, sparsity, results_dir, work
     return [path]
 
 
+def pick(entries, tie):
+    """The rule's winner among `entries` (dicts with `candidate`, `valid`, `worst`,
+    `clean`): the highest `worst` among the valid ones; within `tie` of it, the
+    higher `clean`; then the earlier candidate. None when none is valid.
+
+    >>> pick([{"candidate": 0, "valid": True, "worst": 0.80, "clean": 0.97},
+    ...       {"candidate": 1, "valid": True, "worst": 0.801, "clean": 0.98},
+    ...       {"candidate": 2, "valid": False, "worst": 0.9, "clean": 0.99}], tie=0.002)
+    1
+    """
+    valid = [e for e in entries if e["valid"]]
+    if not valid:
+        return None
+    best = max(e["worst"] for e in valid)
+    near = [e for e in valid if e["worst"] >= best - tie]
+    return max(near, key=lambda e: (e["clean"], -e["candidate"]))["candidate"]
+
+
 def choose(search: dict, results_dir: str) -> dict:
     """Each contender's winner per selection sparsity, by the search's rule:
     out if the sparsity misses the target by more than `max_sparsity_miss`; the
@@ -185,14 +203,7 @@ def choose(search: dict, results_dir: str) -> dict:
                          "valid": abs(row["sparsity"] - sparsity) <= search["max_sparsity_miss"]}
                 scored.append(entry)
             table[f"{method}@{sparsity:g}"] = scored
-            valid = [e for e in scored if e["valid"]]
-            if not valid:
-                choice[f"{method}@{sparsity:g}"] = None
-                continue
-            best = max(e["worst"] for e in valid)
-            near = [e for e in valid if e["worst"] >= best - search["tie"]]
-            top = max(near, key=lambda e: (e["clean"], -e["candidate"]))
-            choice[f"{method}@{sparsity:g}"] = top["candidate"]
+            choice[f"{method}@{sparsity:g}"] = pick(scored, search["tie"])
     out = {"search": search["name"], "file": search["path"], "commit": commit_of(search["path"]),
            "choice": choice, "candidates": table}
     runner.write_json(os.path.join(results_dir, search["protocol"],

@@ -371,15 +371,82 @@ def render_validation(results_dir, protocol) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def _search_rows(results_dir, protocol):
+    """`{(search, method, sparsity): {candidate: (row, worst or None, search info)}}`
+    of the validation rows a search wrote (rows recording `search`)."""
+    folder = os.path.join(results_dir, protocol, "validation")
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        with open(path) as f:
+            row = json.load(f)
+        info = row.get("search")
+        if not info:
+            continue
+        worst_path = os.path.join(folder, "worst", os.path.basename(path))
+        worst = None
+        if os.path.exists(worst_path):
+            with open(worst_path) as f:
+                worst = json.load(f)
+        key = (info["name"], row["method"], row["target_sparsity"])
+        out.setdefault(key, {})[info["candidate"]] = (row, worst, info)
+    return out
+
+
+def _settings(overrides):
+    return ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, (int, float))
+                     and not isinstance(v, bool) else f"{k.split('.')[-1]}={v}"
+                     for k, v in sorted(overrides.items()))
+
+
+def render_search(results_dir, protocol) -> str:
+    """Markdown of a search's validation stage as it stands: every candidate run so
+    far with its validation clean, PGD-20 and worst case (the selection figure),
+    and per contender and sparsity the candidate the rule would pick among those
+    run so far (final only when all of the contender's candidates are in)."""
+    groups = _search_rows(results_dir, protocol)
+    if not groups:
+        return ""
+    out = ["Validation stage of the search (seed 0, the validation split; %). "
+           "\"worst\" is the selection figure: per example, the worst of PGD-20 with "
+           "restarts, APGD-CE and APGD-T (no Square). \"leads\" marks the candidate the "
+           "search's rule picks among the candidates run so far.", "",
+           "| search | contender | sparsity | candidate | settings | commit | sparsity reached "
+           "| clean | PGD-20 | worst | leads |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, method, sparsity), cands in sorted(groups.items()):
+        leader = _leader(cands, sparsity)
+        for i, (row, worst, info) in sorted(cands.items()):
+            w = f"{100 * worst['accuracy']['worst']:.1f}" if worst else "pending"
+            out.append(f"| {name} | {method} | {sparsity:g} | c{i} | {_settings(info['overrides'])} "
+                       f"| {info['commit'][:7]} | {row['sparsity']:.4f} | {100 * row['clean']:.1f} "
+                       f"| {100 * row['pgd']:.1f} | {w} | {'**yes**' if i == leader else ''} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _leader(cands, sparsity):
+    """The search rule (`search.pick`, with the search file's sparsity miss and
+    tie) over the candidates that have a worst case."""
+    from deadwood_tf.benchmarks import search as search_lib
+
+    info = next(iter(cands.values()))[2]
+    spec = search_lib.load(info["file"])
+    return search_lib.pick([
+        {"candidate": i, "clean": row["clean"], "worst": worst["accuracy"]["worst"],
+         "valid": abs(row["sparsity"] - sparsity) <= spec["max_sparsity_miss"]}
+        for i, (row, worst, _) in cands.items() if worst], spec["tie"])
+
 def plot(results_dir, protocol, path, headline=HEADLINE):
-    """Mean PGD-20 and clean accuracy against sparsity, std over seeds as error bars."""
+    """Mean PGD-20 and clean accuracy against sparsity, std over seeds as error bars.
+    Writes nothing (and returns False) for a protocol without test rows."""
+    groups = _groups([r for r in load_rows(os.path.join(results_dir, protocol))
+                      if r.get("group") != "structured"])
+    if not any(k[1] > 0 for k in groups):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = _groups([r for r in load_rows(os.path.join(results_dir, protocol))
-                      if r.get("group") != "structured"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, fig_key, title in ((axes[0], "pgd", "PGD-20 accuracy"),
                                (axes[1], "clean", "clean accuracy")):
@@ -401,6 +468,7 @@ def plot(results_dir, protocol, path, headline=HEADLINE):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return True
 
 
 # The files that hold generated blocks (paths from the repository root).
@@ -428,7 +496,7 @@ def _updated(texts, results_dir, protocol):
         raise ValueError(f"Invalid docs files {sorted(texts)}: none holds the markers "
                          f"{_markers(protocol)[0]!r} and {_markers(protocol)[1]!r}.")
     blocks = (("tables", render), ("validation", render_validation),
-              ("headline", render_headline))
+              ("search", render_search), ("headline", render_headline))
     out = {}
     for path, text in texts.items():
         for kind, make in blocks:
