@@ -40,6 +40,7 @@ from deadwood_tf import data as data_lib
 from deadwood_tf import models as models_lib
 from deadwood_tf import prune, report
 from deadwood_tf.adversarial import AdversarialTraining
+from deadwood_tf.epoch_state import EpochState
 from deadwood_tf.config import default_config
 from deadwood_tf.deadwood_model import DeadwoodModel
 
@@ -347,6 +348,33 @@ def _dense_learning_rate(config, ds, epochs):
     return keras.optimizers.schedules.CosineDecay(c.learning_rate, decay_steps=steps)
 
 
+def _natural_phase(config, ds, seed, path, folder):
+    """The seed's dense model after its natural epochs, and `{"dense": seconds}`:
+    trained and saved to `path`, or loaded when an earlier run saved it."""
+    natural_meta = os.path.join(folder, "natural.json")
+    keras.utils.set_random_seed(100 * seed)
+    if os.path.exists(path) and os.path.exists(natural_meta):
+        print(f"== seed {seed}: dense model after its natural epochs found ({path})", flush=True)
+        return keras.models.load_model(path), {**json.load(open(natural_meta)),
+                                               "dense_natural_loaded": True}
+    model = models_lib.build_model(config.model.name, ds.input_shape, ds.num_classes,
+                                   config.model.width, config.model.depth)
+    c = config.dense
+    print(f"== seed {seed}: dense model, {c.epochs} epochs natural + {c.adversarial_epochs} "
+          f"adversarial ({model.count_params():,} parameters)", flush=True)
+    t0 = time.time()
+    model.compile(keras.optimizers.Adam(_dense_learning_rate(config, ds, c.epochs)),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(ds.train_pipeline(config.data.batch_size, 100 * seed, with_index=False),
+              epochs=c.epochs, verbose=_fit_verbose(config),
+              callbacks=_fit_callbacks(config, ds, f"seed {seed} dense")[0])
+    times = {"dense": time.time() - t0}
+    _save_model(model, path)
+    _write_json(natural_meta, times)
+    return model, times
+
+
 def _dense_models(config, ds, seed, workdir, check=None):
     """The seed's dense and dense adversarially trained models (cached)."""
     stripped = _without_later_defaults({"data": config.data.to_dict(),
@@ -363,27 +391,27 @@ def _dense_models(config, ds, seed, workdir, check=None):
     meta = os.path.join(folder, "times.json")
     if all(os.path.exists(p) for p in [*paths.values(), meta]):
         return {k: keras.models.load_model(p) for k, p in paths.items()}, json.load(open(meta))
-    keras.utils.set_random_seed(100 * seed)
-    model = models_lib.build_model(config.model.name, ds.input_shape, ds.num_classes,
-                                   config.model.width, config.model.depth)
-    c = config.dense
-    print(f"== seed {seed}: dense model, {c.epochs} epochs natural + {c.adversarial_epochs} "
-          f"adversarial ({model.count_params():,} parameters)", flush=True)
-    t0 = time.time()
-    model.compile(keras.optimizers.Adam(_dense_learning_rate(config, ds, c.epochs)),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(ds.train_pipeline(config.data.batch_size, 100 * seed, with_index=False),
-              epochs=c.epochs, verbose=_fit_verbose(config),
-              callbacks=_fit_callbacks(config, ds, f"seed {seed} dense")[0])
-    times = {"dense": time.time() - t0}
-    _save_model(model, paths["dense"])
+    model, times = _natural_phase(config, ds, seed, paths["dense"], folder)
     t0 = time.time()
     at = AdversarialTraining(model, attacks_lib.from_config(config.attack))
-    at.compile(keras.optimizers.Adam(_dense_learning_rate(config, ds, c.adversarial_epochs)))
+    at.compile(keras.optimizers.Adam(
+        _dense_learning_rate(config, ds, config.dense.adversarial_epochs)))
     callbacks, robust = _fit_callbacks(config, ds, f"seed {seed} dense_at", check)
-    at.fit(ds.train_pipeline(config.data.batch_size, 100 * seed + 1, with_index=False),
-           epochs=c.adversarial_epochs, verbose=_fit_verbose(config), callbacks=callbacks)
+    # Every adversarial epoch's state is kept, so a stopped run resumes at its next
+    # epoch (from a fresh random stream: the resumed epochs are not the same draws).
+    state = EpochState(os.path.join(folder, "dense_at_state"), model=model,
+                       extra=lambda: {"check_pgd": robust.history if robust else []})
+    first = state.restore(model, at.optimizer)
+    if first or times.get("dense_natural_loaded"):
+        print(f"== seed {seed}: dense_at resumes after epoch {first}", flush=True)
+        keras.utils.set_random_seed(100 * seed + 1000 + first)
+        times["dense_at_resumed_after_epoch"] = first
+        if robust is not None:
+            robust.history = list(state.extra.get("check_pgd", []))
+    at.fit(ds.train_pipeline(config.data.batch_size, 100 * seed + 1 + 1000 * first,
+                             with_index=False),
+           epochs=config.dense.adversarial_epochs, initial_epoch=first,
+           verbose=_fit_verbose(config), callbacks=callbacks + [state])
     times["dense_at"] = times["dense"] + time.time() - t0
     times.update({f"dense_at_{k}": v for k, v in _check_summary(robust).items()})
     _save_model(model, paths["dense_at"])
