@@ -6,11 +6,13 @@ per-example Lagrange multipliers.
 """
 
 from deadwood_tf import attacks
-from deadwood_tf.attacks import FGSM, PGD, AutoAttack, SquareAttack, evaluate_robustness
+from deadwood_tf.art_attacks import AutoAttack, SquareAttack
 from deadwood_tf.callbacks import DeadwoodCallback
 from deadwood_tf.deadwood_model import DeadwoodModel
 from deadwood_tf.embedding_attack import EmbeddingAttack
-from deadwood_tf.export import export_tflite, run_tflite
+from deadwood_tf.export import export_tflite
+from deadwood_tf.gradient_attacks import FGSM, PGD
+from deadwood_tf.litert import run_tflite
 from deadwood_tf.prune import (
     SparsityReport,
     apply_sparsity,
@@ -21,9 +23,9 @@ from deadwood_tf.prune import (
 )
 from deadwood_tf.prune_registry import register_prunable
 from deadwood_tf.channel_groups import cut_channels
+from deadwood_tf.robustness import evaluate_robustness
 from deadwood_tf.shrink import shrink_model
-
-__version__ = "0.1.0"
+from deadwood_tf.version import VERSION as __version__
 
 __all__ = [
     "DeadwoodCallback",

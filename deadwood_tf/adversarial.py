@@ -3,9 +3,9 @@
 Used for the dense teacher's adversarial phase and by the benchmark's
 baselines; Deadwood itself trains with `DeadwoodModel`.
 
->>> at = AdversarialTraining(model, attack=PGD(0.2, steps=5, step_size=0.05))
->>> at.compile(keras.optimizers.Adam(1e-3))
->>> at.fit(x, y, epochs=6)      # updates `model`'s weights in place
+    at = AdversarialTraining(model, attack=PGD(0.2, steps=5, step_size=0.05))
+    at.compile(keras.optimizers.Adam(1e-3))
+    at.fit(x, y, epochs=6)      # updates `model`'s weights in place
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from deadwood_tf import attacks as attacks_lib
-from deadwood_tf import compat
-from deadwood_tf import prune
+from deadwood_tf import checks, compat
+from deadwood_tf import gradient_attacks as attacks_lib
 
 
 class AdversarialTraining(keras.Model):
@@ -33,7 +32,7 @@ class AdversarialTraining(keras.Model):
     """
 
     def __init__(self, model, attack, clean_weight: float = 0.0, **kwargs):
-        prune.check_keras_model(model)
+        checks.check_keras_model(model)
         if not isinstance(attack, attacks_lib.Attack):
             raise ValueError(
                 "Invalid value for argument `attack`: expected a deadwood_tf.attacks.Attack. "

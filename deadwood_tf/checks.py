@@ -1,5 +1,9 @@
-"""Data checks run where data enters: the pipeline's loaders, `DeadwoodModel.fit`
-and `evaluate_robustness`.
+"""General argument checks, and data checks run where data enters.
+
+The bottom module every other may import (it imports none of them):
+`check_keras_model` and `unwrap_deadwood` for the model arguments of the
+public verbs, and the data checks that the pipeline's loaders,
+`DeadwoodModel.fit` and `evaluate_robustness` run.
 
 Bad data otherwise fails late or not at all: a NaN pixel trains to the end and
 breaks only the TFLite check; images in [0, 16] given to a [0, 1] attack are
@@ -26,10 +30,40 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
+import keras
 import numpy as np
 
 # Rows scanned at a time: bounds the temporary boolean arrays on large data.
 _CHUNK = 4096
+
+
+def check_keras_model(model, name: str = "model") -> keras.Model:
+    """Raises a ValueError unless `model` is a Keras 3 model; returns it."""
+    if isinstance(model, keras.Model):
+        return model
+    module = type(model).__module__ or ""
+    if module.startswith(("tf_keras", "tensorflow.python.keras", "keras.api._v2")) or (
+        "keras" in module and hasattr(model, "layers")
+    ):
+        hint = (
+            " It is a Keras 2 (tf_keras) model; rebuild it with `import keras` "
+            "(Keras 3) and load its weights."
+        )
+    else:
+        hint = ""
+    raise ValueError(
+        f"Invalid value for argument `{name}`: expected a Keras 3 `keras.Model`. "
+        f"Received: {name} of type {type(model).__module__}.{type(model).__name__}.{hint}"
+    )
+
+
+def unwrap_deadwood(model) -> keras.Model:
+    """The student of a `DeadwoodModel` (anything with a Keras `student` and a
+    `teacher`), else `model` itself, checked to be a Keras 3 model."""
+    student = getattr(model, "student", None)
+    if isinstance(student, keras.Model) and hasattr(model, "teacher"):
+        return student
+    return check_keras_model(model)
 
 
 def _where(source: str | None) -> str:

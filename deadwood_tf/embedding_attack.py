@@ -26,7 +26,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from deadwood_tf import attacks as attacks_lib
+from deadwood_tf import gradient_attacks as attacks_lib
 
 
 def _find_layer(model, name):
@@ -99,7 +99,7 @@ class EmbeddingAttack(attacks_lib.Attack):
             seen["shape"], seen["dtype"] = tf.shape(out), out.dtype
             return out if delta is None else out + tf.cast(delta, out.dtype)
 
-        layer.call = call  # shadows the class's call, as attacks._softmax_removed does
+        layer.call = call  # shadows the class's call, as gradient_attacks._softmax_removed does
         try:
             yield seen
         finally:

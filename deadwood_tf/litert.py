@@ -1,7 +1,10 @@
-"""LiteRT without TensorFlow: an interpreter for a `.tflite` file, and latency.
+"""LiteRT without TensorFlow: an interpreter for a `.tflite` file, running it, latency.
 
 Only numpy and `ai_edge_litert` are imported, so that `benchmarks/experiments/time_tflite.py`
-can load this file on a machine where only LiteRT is installed.
+can load this file on a machine where only LiteRT is installed. `run_tflite`
+runs a file's signature by input and output name; `quantize_input` and
+`dequantize_output` convert between float arrays and a file's integer
+tensors (`export_tflite(..., integer_io=True)`).
 
 Latency is measured the way a shared machine allows: every file is timed in
 turn, round after round (`rounds` rounds of `invokes` single-example invokes
@@ -42,6 +45,71 @@ def interpreter(path_or_bytes, num_threads=None, builtin_kernels=False, **extra)
     if isinstance(path_or_bytes, (bytes, bytearray)):
         return Interpreter(model_content=bytes(path_or_bytes), **kwargs)
     return Interpreter(model_path=os.fspath(path_or_bytes), **kwargs)
+
+
+SIGNATURE = "serving_default"  # the one signature an exported file has
+
+
+def quantize_input(x, detail):
+    """Float inputs `x` to an integer input tensor (`detail`: an entry of the
+    interpreter's input details), with its scale and zero point; other inputs
+    are cast to the tensor's dtype."""
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.integer) or np.issubdtype(np.asarray(x).dtype, np.integer):
+        return np.asarray(x, dtype=dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float64) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y, detail):
+    """An integer output tensor `y` to floats with its scale and zero point; floats unchanged."""
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return y
+
+
+def run_signature(interpreter, inputs) -> dict:
+    """Runs the file's signature on `inputs` (a dict by input name, a list in
+    the signature's order, or one array): `{output name: float array}`."""
+    runner = interpreter.get_signature_runner(SIGNATURE) if SIGNATURE in \
+        interpreter.get_signature_list() else interpreter.get_signature_runner()
+    details = runner.get_input_details()
+    names = list(details)
+    if isinstance(inputs, dict):
+        by_name = inputs
+    elif isinstance(inputs, (list, tuple)) and len(names) > 1:
+        by_name = dict(zip(names, inputs))
+    else:
+        by_name = {names[0]: inputs}
+    if set(by_name) != set(names):
+        raise ValueError(f"Invalid value for argument `x`: expected the file's inputs {names}. "
+                         f"Received: {sorted(by_name)}")
+    got = runner(**{n: quantize_input(by_name[n], details[n]) for n in names})
+    outputs = runner.get_output_details()
+    return {n: dequantize_output(np.array(got[n]), outputs[n]) for n in sorted(got)}
+
+
+def run_tflite(path_or_bytes, x, num_threads: int | None = None,
+               builtin_kernels: bool = False):
+    """Runs a `.tflite` model with LiteRT on a batch `x`.
+
+    `x`: one array for a one-input file; for several inputs, a dict by input
+    name (the names `export_tflite` wrote: the model's input names) or a list
+    in the file's input order. Returns one float array for a one-output file,
+    else `{output name: float array}`.
+
+    Float `x` is quantized with the input tensor's scale and zero point when
+    the file takes int8 inputs (`export_tflite(..., integer_io=True)`),
+    integer inputs (ids, masks) are passed as they are, and integer outputs
+    are dequantized. `builtin_kernels=True` runs without the default delegate
+    (XNNPack), which some files need (`export_tflite(...,
+    interpreter="builtin")`).
+    """
+    got = run_signature(interpreter(path_or_bytes, num_threads, builtin_kernels), x)
+    return next(iter(got.values())) if len(got) == 1 else got
 
 
 def _ready(path, num_threads, builtin_kernels):

@@ -28,26 +28,7 @@ from absl import logging
 from keras import ops
 
 from deadwood_tf import channel_impl, masks, prune_registry, pruning_impl
-
-
-def check_keras_model(model, name: str = "model") -> keras.Model:
-    """Raises a ValueError unless `model` is a Keras 3 model."""
-    if isinstance(model, keras.Model):
-        return model
-    module = type(model).__module__ or ""
-    if module.startswith(("tf_keras", "tensorflow.python.keras", "keras.api._v2")) or (
-        "keras" in module and hasattr(model, "layers")
-    ):
-        hint = (
-            " It is a Keras 2 (tf_keras) model; rebuild it with `import keras` "
-            "(Keras 3) and load its weights."
-        )
-    else:
-        hint = ""
-    raise ValueError(
-        f"Invalid value for argument `{name}`: expected a Keras 3 `keras.Model`. "
-        f"Received: {name} of type {type(model).__module__}.{type(model).__name__}.{hint}"
-    )
+from deadwood_tf.checks import check_keras_model, unwrap_deadwood
 
 
 def pruned_weights(model) -> list:
@@ -58,20 +39,13 @@ def pruned_weights(model) -> list:
     is `prune_registry.prunable_variables`'s; excluded (unmasked) weights are
     not listed.
     """
-    model = _unwrap_deadwood(model)
+    model = unwrap_deadwood(model)
     out = []
     for _, _, weight in prune_registry.prunable_variables(model):
         mask = masks.mask_of(weight)
         if mask is not None:
             out.append((weight, mask))
     return out
-
-
-def _unwrap_deadwood(model):
-    student = getattr(model, "student", None)
-    if isinstance(student, keras.Model) and hasattr(model, "teacher"):
-        return student
-    return check_keras_model(model)
 
 
 def _check_built(model, name="model"):
@@ -240,7 +214,7 @@ def strip_pruning(model, inplace: bool = False) -> keras.Model:
       with `safe_mode=True` and no custom objects (beyond those its own
       class needs).
     """
-    model = _unwrap_deadwood(model)
+    model = unwrap_deadwood(model)
     pairs = pruned_weights(model)
     if inplace:
         for weight, _ in pairs:
@@ -380,7 +354,7 @@ def sparsity_report(model) -> SparsityReport:
     left unmasked by `exclude` count as they are), `DeadwoodModel`s and plain
     (e.g. stripped) models: every weight `prune_registry` finds is listed.
     """
-    model = _unwrap_deadwood(model)
+    model = unwrap_deadwood(model)
     rows = []
     for layer, path, weight in prune_registry.prunable_variables(model):
         mask = masks.mask_of(weight)

@@ -14,10 +14,10 @@ def _versions() -> dict:
     import keras
     import tensorflow as tf
 
-    import deadwood_tf
+    from deadwood_tf.version import VERSION
 
     out = {"python": platform.python_version(), "tensorflow": tf.__version__,
-           "keras": keras.__version__, "deadwood_tf": deadwood_tf.__version__}
+           "keras": keras.__version__, "deadwood_tf": VERSION}
     try:
         from importlib.metadata import version
 

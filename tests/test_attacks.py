@@ -232,3 +232,24 @@ def test_attacks_that_cannot_apply_are_refused_when_the_deadwood_model_is_built(
     x = {"tokens": np.zeros((8, 5), "int32"), "features": np.zeros((8, 6), "float32")}
     result = dw.evaluate_robustness(model, x, np.zeros(8, "int64"), [dw.PGD(0.1, steps=2)])
     assert set(result) == {"clean", "pgd2_linf_0.1"}
+
+
+@pytest.mark.parametrize("module", ["attacks", "gradient_attacks", "art_attacks", "attack_config",
+                                    "robustness"])
+def test_attack_module_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"deadwood_tf.{module}"))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_attacks_namespace_keeps_every_name_of_its_parts():
+    from deadwood_tf import art_attacks, attack_config, gradient_attacks, robustness
+
+    assert dw.attacks.PGD is gradient_attacks.PGD is dw.PGD
+    assert dw.attacks.APGD is art_attacks.APGD
+    assert dw.attacks.from_config is attack_config.from_config
+    assert dw.attacks.evaluate_robustness is robustness.evaluate_robustness is dw.evaluate_robustness
+    # Saved attacks keep their registered names, whichever module defines them now.
+    assert keras.saving.get_registered_name(dw.SquareAttack) == "deadwood_tf>SquareAttack"

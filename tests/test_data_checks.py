@@ -146,3 +146,21 @@ def test_the_module_docstring_example_runs():
 
     result = doctest.testmod(checks)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_model_argument_checks_name_the_argument():
+    import types
+
+    import keras
+
+    from deadwood_tf import prune
+
+    with pytest.raises(ValueError, match="argument `teacher`: expected a Keras 3 `keras.Model`. "
+                                         "Received: teacher of type builtins.object"):
+        checks.check_keras_model(object(), "teacher")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert checks.unwrap_deadwood(model) is model
+    assert checks.unwrap_deadwood(types.SimpleNamespace(student=model, teacher=model)) is model
+    with pytest.raises(ValueError, match="argument `model`"):
+        checks.unwrap_deadwood(types.SimpleNamespace(student=None, teacher=model))
+    assert prune.check_keras_model is checks.check_keras_model  # the old home still answers

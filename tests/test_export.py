@@ -58,8 +58,11 @@ def test_bad_arguments_leave_existing_files_untouched(pruned, tmp_path):
 
 def test_export_refuses_to_write_a_file_that_disagrees_with_keras(pruned, tmp_path, monkeypatch):
     path = tmp_path / "bad.tflite"
-    real = dw.export._run
-    monkeypatch.setattr(dw.export, "_run", lambda *a: {k: v + 1.0 for k, v in real(*a).items()})
+    from deadwood_tf import litert
+
+    real = litert.run_signature
+    monkeypatch.setattr(litert, "run_signature",
+                        lambda *a: {k: v + 1.0 for k, v in real(*a).items()})
     with pytest.raises(ValueError, match="does not match the Keras model"):
         dw.export_tflite(pruned, path)
     assert not path.exists() and list(tmp_path.iterdir()) == []
@@ -82,3 +85,25 @@ def test_latency_of_a_tiny_file_is_positive_and_finite(tmp_path):
         litert.time_files(paths, rounds=0)
     with pytest.raises(ValueError, match=r"`paths`: .*distinct base names"):
         litert.time_files([paths[0], paths[0]])
+
+
+def test_export_module_docstring_example_runs():
+    import doctest
+
+    from deadwood_tf import export
+
+    result = doctest.testmod(export)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_export_keeps_its_names_and_its_helpers_are_public():
+    from deadwood_tf import export, litert, tflite_reader, xnnpack
+
+    assert export.run_tflite is litert.run_tflite is dw.run_tflite
+    assert export.tflite_sparsity is tflite_reader.tflite_sparsity
+    assert export.XNNPACK_MAX_REQUANTIZATION == xnnpack.XNNPACK_MAX_REQUANTIZATION == 256.0
+    assert export.SIGNATURE == litert.SIGNATURE == "serving_default"
+    detail = {"dtype": np.int8, "quantization": (0.5, -3)}
+    q = litert.quantize_input(np.array([0.0, 1.0, 100.0], "float32"), detail)
+    np.testing.assert_array_equal(q, [-3, -1, 127])  # scaled, shifted, clipped to int8
+    np.testing.assert_allclose(litert.dequantize_output(q, detail), [0.0, 1.0, 65.0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import deadwood_tf as dw
-from deadwood_tf import export
+from deadwood_tf import export, litert
 
 L = keras.layers
 
@@ -61,9 +61,9 @@ def test_two_outputs_are_named_and_each_checked(tmp_path, monkeypatch):
     for name, want in zip(["logits", "aux"], model(x)):
         np.testing.assert_allclose(got[name], want, atol=1e-5)
     # A difference in the second output alone is caught, naming it.
-    real = export._run
-    monkeypatch.setattr(export, "_run", lambda *a: {k: v + (k == "aux") for k, v in
-                                                     real(*a).items()})
+    real = litert.run_signature
+    monkeypatch.setattr(litert, "run_signature", lambda *a: {k: v + (k == "aux") for k, v in
+                                                             real(*a).items()})
     with pytest.raises(ValueError, match="output 'aux' max abs difference"):
         dw.export_tflite(model, tmp_path / "bad.tflite")
     assert not (tmp_path / "bad.tflite").exists()

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import deadwood_tf as dw
+from deadwood_tf import litert, xnnpack
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def _default_interpreter_runs(path, x):
     interpreter = Interpreter(model_path=os.fspath(path))
     inp = interpreter.get_input_details()[0]
     interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], dw.export._quantize_input(x[:1], inp))
+    interpreter.set_tensor(inp["index"], litert.quantize_input(x[:1], inp))
     interpreter.invoke()
     return True
 
@@ -105,11 +106,11 @@ def test_int8_widens_dead_outputs_so_that_xnnpack_takes_the_file(tmp_path):
     specs = dw.export.signature.input_specs(model)
     with dw.export._serving_saved_model(model, specs) as saved, dw.export.warnings_off():
         plain = dw.export._converter(saved, False, "int8", x).convert()
-    assert [r[0] for r in dw.export._xnnpack_refusals(plain)] == ["CONV_2D"]  # what failed
+    assert [r[0] for r in xnnpack.xnnpack_refusals(plain)] == ["CONV_2D"]  # what failed
     info = dw.export_tflite(model, tmp_path / "m.tflite", quantize="int8", sample_inputs=x)
     assert info["runs_on_default_interpreter"] and info["widened_for_xnnpack"] == ["c1"]
     assert _default_interpreter_runs(info["path"], x)
-    scales = dw.export._requantization_scales((tmp_path / "m.tflite").read_bytes())
+    scales = xnnpack.requantization_scales((tmp_path / "m.tflite").read_bytes())
     assert len(scales) == 4 and max(r[2] for r in scales) <= 1.001
     assert info["top1_agreement"] == 1.0
     assert info["max_abs_diff"] <= 0.02 * np.max(np.abs(model.predict(x, verbose=0)))
@@ -118,7 +119,7 @@ def test_int8_widens_dead_outputs_so_that_xnnpack_takes_the_file(tmp_path):
 def test_int8_export_names_the_layer_xnnpack_would_refuse(tmp_path, monkeypatch):
     model = _residual_with_a_dead_branch()
     x = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 3)).astype("float32")
-    monkeypatch.setattr(dw.export, "_widen_dead_ranges", lambda content: (content, []))
+    monkeypatch.setattr(xnnpack, "widen_dead_ranges", lambda content: (content, []))
     path = tmp_path / "m.tflite"
     with pytest.raises(ValueError, match="layer 'c1' \\(CONV_2D\\).*>= 256.*Nothing was written"):
         dw.export_tflite(model, path, quantize="int8", sample_inputs=x)

@@ -65,13 +65,13 @@ def limit_bytes(weights, bytes_per_value: int) -> float:
 
 
 def latency_us(path, x, num_threads, builtin, invokes, warmup) -> float:
-    from deadwood_tf import export
+    from deadwood_tf import litert
 
-    interpreter = export._interpreter(path, num_threads, builtin)
+    interpreter = litert.interpreter(path, num_threads, builtin)
     inp = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(inp["index"], [1, *x.shape[1:]])
     interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], export._quantize_input(x[:1], inp))
+    interpreter.set_tensor(inp["index"], litert.quantize_input(x[:1], inp))
     for _ in range(warmup):
         interpreter.invoke()
     times = []
