@@ -16,13 +16,13 @@ from deadwood_tf.litert import run_tflite
 from deadwood_tf.prune import (
     SparsityReport,
     apply_sparsity,
+    cut_channels,
     prune_model,
     pruned_weights,
     sparsity_report,
     strip_pruning,
 )
 from deadwood_tf.prune_registry import register_prunable
-from deadwood_tf.channel_groups import cut_channels
 from deadwood_tf.robustness import evaluate_robustness
 from deadwood_tf.shrink import shrink_model
 from deadwood_tf.version import VERSION as __version__

@@ -15,30 +15,55 @@ import time
 
 import numpy as np
 import keras
-import tensorflow as tf
 from absl import logging
 
 from deadwood_tf import attacks as attacks_lib
-from deadwood_tf import channel_impl, prune, pruning_impl
+from deadwood_tf import channel_groups, channel_impl, prune, pruning_impl, pruning_schedule
+from deadwood_tf.deadwood_model import DeadwoodModel
 
-SCHEDULE_UNITS = ("step", "epoch")
-# The built-in cuts, by name: `schedule="gradual"` (the default, the benchmark's
-# headline) or "one_shot" (the paper's form); None is kept as "one_shot".
-SCHEDULE_NAMES = ("gradual", "one_shot")
+SCHEDULE_UNITS = pruning_schedule.UNITS
+SCHEDULE_NAMES = pruning_schedule.NAMES
 
 
-def _schedule_final_sparsity(schedule):
-    for attr in ("final_sparsity", "target_sparsity"):
-        if hasattr(schedule, attr):
-            return float(getattr(schedule, attr))
-    return None
+def _check_number(value, name, low, inclusive=True, allow_none=False):
+    if allow_none and value is None:
+        return None
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and (value >= low if inclusive else value > low))
+    if not ok:
+        rel = ">=" if inclusive else ">"
+        raise ValueError(f"Invalid value for argument `{name}`: expected a number {rel} {low}"
+                         f"{' or None' if allow_none else ''}. Received: {name}={value!r}")
+    return value
+
+
+def _check_prune_epoch(prune_epoch):
+    if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(
+            prune_epoch, (int, np.integer)) or prune_epoch < 0):
+        raise ValueError(
+            "Invalid value for argument `prune_epoch`: expected an int >= 0 or None. "
+            f"Received: prune_epoch={prune_epoch!r}"
+        )
+
+
+def _dual_step_sizes(dual_step_size) -> tuple:
+    steps = dual_step_size if isinstance(dual_step_size, (tuple, list)) else (
+        dual_step_size, dual_step_size)
+    if len(steps) != 2 or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in steps):
+        raise ValueError(
+            "Invalid value for argument `dual_step_size`: expected a number >= 0 or a pair "
+            f"(fidelity, robustness) of them. Received: dual_step_size={dual_step_size!r}"
+        )
+    return tuple(float(s) for s in steps)
 
 
 class DeadwoodCallback(keras.callbacks.Callback):
     """Dual step at each epoch end, and the cut: one-shot or along a schedule.
 
     Args:
-      target_sparsity: fraction in [0, 1) of prunable weights to zero.
+      target_sparsity: fraction in [0, 1) of what `unit` counts to remove: of
+        the prunable weights, or with `pattern="channel"` of the MACs.
       prune_epoch: number of epochs of the solve phase, over which the cut is
         made (0: cut before training). Default: half of `fit`'s epochs.
         Ignored when `schedule` is a schedule object.
@@ -47,9 +72,10 @@ class DeadwoodCallback(keras.callbacks.Callback):
         reaching `target_sparsity` at the end of epoch `prune_epoch` (the
         configuration of the benchmark's headline rows, docs/benchmarks.md);
         "one_shot" (or None): one cut after epoch `prune_epoch` (the paper's
-        form); or a tfmot `PruningSchedule` (`PolynomialDecay`,
-        `ConstantSparsity`, or any callable `step -> (should_prune,
-        sparsity)`), whose final sparsity must equal `target_sparsity`.
+        form); a `pruning_schedule.PruningSchedule`; or a tfmot
+        `PruningSchedule` (`PolynomialDecay`, `ConstantSparsity`, or any
+        callable `step -> (should_prune, sparsity)`; `pruning_schedule.Tfmot`),
+        whose final sparsity must equal `target_sparsity`.
       power: exponent of the "gradual" cut (3: cubic).
       schedule_unit: "step": the schedule is evaluated before each batch with
         the optimizer's step count (tfmot's convention); "epoch": after each
@@ -71,15 +97,20 @@ class DeadwoodCallback(keras.callbacks.Callback):
         a block `(bh, bw)` or "BHxBW" such as "1x4", or "N:M" such as "2:4".
         Masks stay fixed between cuts, so the pattern holds through training.
         "channel": structured Deadwood: each cut removes whole channel groups
-        (`channel_groups.cut_channels`) and `target_sparsity` is the fraction
-        of MACs removed; pair it with `DeadwoodModel(pattern="channel")`, whose
-        sparsity term is then the group lasso, and shrink the result with
-        `shrink.shrink_model`.
+        (`prune.cut_channels`), to `target_sparsity` of the MACs with
+        `unit="macs"`; pair it with `DeadwoodModel(sparsity_term="group_lasso")`
+        and shrink the result with `shrink.shrink_model`.
+      unit: what `target_sparsity` counts: "weights" (the default, and the
+        only unit of the other patterns) or, with `pattern="channel"`, "macs"
+        or "channels" (channel groups). A channel cut without `unit` counts
+        MACs, with a DeprecationWarning.
       round_to: with `pattern="channel"`, every layer keeps a multiple of this
-        many output channels (or all of them): 8 makes the shrunk model as fast
-        as its MACs promise on SIMD CPUs (`channel_groups.cut_channels`).
+        many output channels (or all of them). Default 8: the shrunk model runs
+        about as fast as its MACs promise on SIMD CPUs (at half the MACs, 2.00x
+        against 1.49x with 1; `prune.cut_channels`). 1 cuts single channels.
 
-    Writes into `logs` at each epoch end: `sparsity`, and the mean and max of
+    Writes into `logs` at each epoch end: `sparsity` (and, for a channel cut,
+    `flops_removed`: the fraction of MACs removed), and the mean and max of
     both multipliers (`fidelity_multiplier_mean`, ..._max,
     `robustness_multiplier_mean`, ..._max). Place it before `CSVLogger` and
     `TensorBoard` in the callback list so they record these figures.
@@ -92,100 +123,61 @@ class DeadwoodCallback(keras.callbacks.Callback):
 
     def __init__(self, target_sparsity, prune_epoch=None, schedule="gradual", schedule_unit="step",
                  scope="global", min_keep=0, dual_step_size=3.0, max_multiplier=10.0,
-                 finetune_sparsity_weight=0.0, verbose=1, pattern=None, power=3, round_to=1):
+                 finetune_sparsity_weight=0.0, verbose=1, pattern=None, power=3, round_to=None,
+                 unit=None):
         super().__init__()
         self.target_sparsity = pruning_impl.check_sparsity(target_sparsity)
-        if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(
-                prune_epoch, (int, np.integer)) or prune_epoch < 0):
-            raise ValueError(
-                "Invalid value for argument `prune_epoch`: expected an int >= 0 or None. "
-                f"Received: prune_epoch={prune_epoch!r}"
-            )
-        if schedule is None:
-            schedule = "one_shot"
-        if isinstance(schedule, str):
-            if schedule not in SCHEDULE_NAMES:
-                raise ValueError(
-                    f"Invalid value for argument `schedule`: expected one of {SCHEDULE_NAMES}, a "
-                    f"tfmot PruningSchedule or a callable. Received: schedule={schedule!r}")
-        else:
-            if not callable(schedule):
-                raise ValueError(
-                    "Invalid value for argument `schedule`: expected a tfmot PruningSchedule "
-                    f"or a callable step -> (should_prune, sparsity). Received: schedule={schedule!r}"
-                )
-            final = _schedule_final_sparsity(schedule)
-            if final is not None and abs(final - self.target_sparsity) > 1e-9:
-                raise ValueError(
-                    "Invalid values for arguments `target_sparsity`, `schedule`: the schedule "
-                    f"ends at sparsity {final}. Received: target_sparsity={target_sparsity}"
-                )
+        _check_prune_epoch(prune_epoch)
         if schedule_unit not in SCHEDULE_UNITS:
             raise ValueError(
                 f"Invalid value for argument `schedule_unit`: expected one of {SCHEDULE_UNITS}. "
                 f"Received: schedule_unit={schedule_unit!r}"
             )
+        self.power = _check_number(power, "power", 0, inclusive=False)
+        self.schedule = pruning_schedule.get(schedule, self.target_sparsity, prune_epoch,
+                                             power, schedule_unit)
         if scope not in pruning_impl.SCOPES:
             raise ValueError(
                 f"Invalid value for argument `scope`: expected one of {pruning_impl.SCOPES}. "
                 f"Received: scope={scope!r}"
             )
-        pruning_impl._keep_counts([1], min_keep)  # validates min_keep
+        pruning_impl.keep_counts([1], min_keep)  # validates min_keep
         pruning_impl.check_pattern(pattern)
+        self.unit = prune.check_unit(unit, pattern)
         self.round_to = channel_impl.check_round_to(round_to, pattern)
-        steps = dual_step_size if isinstance(dual_step_size, (tuple, list)) else (
-            dual_step_size, dual_step_size)
-        if len(steps) != 2 or not all(
-                isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in steps):
-            raise ValueError(
-                "Invalid value for argument `dual_step_size`: expected a number >= 0 or a pair "
-                f"(fidelity, robustness) of them. Received: dual_step_size={dual_step_size!r}"
-            )
-        if isinstance(max_multiplier, bool) or not isinstance(max_multiplier, (int, float)) \
-                or max_multiplier <= 0:
-            raise ValueError(
-                "Invalid value for argument `max_multiplier`: expected a number > 0. "
-                f"Received: max_multiplier={max_multiplier!r}"
-            )
-        if finetune_sparsity_weight is not None and (
-                isinstance(finetune_sparsity_weight, bool)
-                or not isinstance(finetune_sparsity_weight, (int, float))
-                or finetune_sparsity_weight < 0):
-            raise ValueError(
-                "Invalid value for argument `finetune_sparsity_weight`: expected a number >= 0 "
-                f"or None. Received: finetune_sparsity_weight={finetune_sparsity_weight!r}"
-            )
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
-            raise ValueError(
-                f"Invalid value for argument `power`: expected a number > 0. Received: power={power!r}")
-        self.power = power
-        self.finetune_sparsity_weight = finetune_sparsity_weight
+        self.dual_step_size = _dual_step_sizes(dual_step_size)
+        self.max_multiplier = float(_check_number(max_multiplier, "max_multiplier", 0,
+                                                  inclusive=False))
+        self.finetune_sparsity_weight = _check_number(
+            finetune_sparsity_weight, "finetune_sparsity_weight", 0, allow_none=True)
         self.prune_epoch = prune_epoch
-        self.schedule = schedule
         self.schedule_unit = schedule_unit
         self.scope = scope
         self.min_keep = min_keep
         self.pattern = pattern
-        self.dual_step_size = tuple(float(s) for s in steps)
-        self.max_multiplier = float(max_multiplier)
         self.verbose = verbose
+        self._flops_removed = 0.0
 
     # ------------------------------------------------------------ helpers
 
     def _deadwood(self):
         """The DeadwoodModel being trained, or None for a plain pruned model."""
-        model = self.model
-        return model if hasattr(model, "dual_step") else None
+        return self.model if isinstance(self.model, DeadwoodModel) else None
 
-    def _cut(self, sparsity, when):
+    def _cut(self, cut):
+        """Cuts to `cut.fraction` (a `pruning_schedule.Cut`), then, at the target,
+        sets `rho` to `finetune_sparsity_weight`."""
+        sparsity = cut.fraction
         reached = prune.apply_sparsity(self.model, sparsity, scope=self.scope,
                                        min_keep=self.min_keep, pattern=self.pattern,
-                                       round_to=self.round_to)
+                                       round_to=self.round_to, unit=self.unit,
+                                       groups=self._channel_groups())
         if self.verbose:
-            measured = "MACs removed" if self.pattern == "channel" else "measured"
-            print(f"deadwood_tf: {when} cut to sparsity {sparsity:.4f} ({measured} {reached:.4f})",
-                  flush=True)
-        if self.pattern == "channel":
+            measured = {"macs": "MACs removed", "channels": "groups removed"}.get(
+                self.unit, "measured")
+            print(f"deadwood_tf: {cut.when} cut to sparsity {sparsity:.4f} ({measured} "
+                  f"{reached:.4f})", flush=True)
+        if self.unit == "macs":
             self._flops_removed = reached
         # A schedule computes its last sparsity in float32: compare with a tolerance.
         if self.finetune_sparsity_weight is not None and sparsity >= self.target_sparsity - 1e-6 \
@@ -193,17 +185,13 @@ class DeadwoodCallback(keras.callbacks.Callback):
             self.model.sparsity_weight_variable.assign(float(self.finetune_sparsity_weight))
         return reached
 
-    def _named(self):
-        return isinstance(self.schedule, str)
-
-    def _one_shot_epoch(self):
-        if self.prune_epoch is not None:
-            return self.prune_epoch
-        return max(int(self.params.get("epochs", 0) or 0) // 2, 0)
-
-    def _schedule_says(self, step):
-        should, sparsity = self.schedule(tf.constant(step, tf.int64))
-        return bool(np.asarray(should)), float(np.asarray(sparsity))
+    def _channel_groups(self):
+        """The model's channel groups, traced once per fit (None for weight cuts)."""
+        if self.pattern != "channel":
+            return None
+        if getattr(self, "_groups", None) is None:
+            self._groups = channel_groups.channel_groups(prune.unwrap_deadwood(self.model))
+        return self._groups
 
     # ------------------------------------------------------------ hooks
 
@@ -215,13 +203,17 @@ class DeadwoodCallback(keras.callbacks.Callback):
                 f"from deadwood_tf.prune_model; it was given to a {type(self.model).__name__} "
                 "that carries no pruning masks.")
         if model is not None and self.pattern == "channel" and \
-                getattr(model, "pattern", None) != "channel":
+                model.sparsity_term != "group_lasso":
             logging.warning("deadwood_tf: DeadwoodCallback(pattern='channel') on a DeadwoodModel "
                             "whose sparsity term is the unstructured L1; pass "
-                            "DeadwoodModel(pattern='channel') for the group lasso.")
-        if self._named() and self._one_shot_epoch() == 0:
-            # Idempotent: masked weights score lowest, so a resumed run re-cuts the same mask.
-            self._cut(self.target_sparsity, "one-shot (before training)")
+                            "DeadwoodModel(sparsity_term='group_lasso') for the group lasso.")
+        self._groups = None
+        cut = self.schedule.at_train_begin(self._fit_epochs())
+        if cut is not None:
+            self._cut(cut)
+
+    def _fit_epochs(self):
+        return self.params.get("epochs", 0) if self.params else 0
 
     def on_epoch_begin(self, epoch, logs=None):
         model = self._deadwood()
@@ -229,40 +221,31 @@ class DeadwoodCallback(keras.callbacks.Callback):
             model.reset_violations()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if not self._named() and self.schedule_unit == "step":
-            should, sparsity = self._schedule_says(int(self.model.optimizer.iterations.numpy()))
-            if should:
-                self._cut(sparsity, "scheduled")
+        if self.schedule.asks_each_step:
+            cut = self.schedule.at_step(int(self.model.optimizer.iterations.numpy()))
+            if cut is not None:
+                self._cut(cut)
 
     def on_epoch_end(self, epoch, logs=None):
         model = self._deadwood()
         if model is not None:
             model.dual_step(*self.dual_step_size, self.max_multiplier)
-        completed = epoch + 1
-        solve = self._one_shot_epoch()
-        if self.schedule == "one_shot":
-            if completed == solve:
-                self._cut(self.target_sparsity, f"one-shot (after epoch {completed})")
-        elif self.schedule == "gradual":
-            if completed <= solve:
-                # Exactly the target at the last solve epoch (no float round-off).
-                sparsity = self.target_sparsity if completed == solve else \
-                    self.target_sparsity * (1.0 - (1.0 - completed / solve) ** self.power)
-                self._cut(sparsity, f"gradual (after epoch {completed} of {solve})")
-        elif self.schedule_unit == "epoch":
-            should, sparsity = self._schedule_says(completed)
-            if should:
-                self._cut(sparsity, f"scheduled (after epoch {completed})")
+        cut = self.schedule.at_epoch_end(epoch + 1, self._fit_epochs())
+        if cut is not None:
+            self._cut(cut)
         if logs is not None:
-            logs["sparsity"] = prune.sparsity_report(self.model).sparsity
-            if self.pattern == "channel":
-                logs["flops_removed"] = getattr(self, "_flops_removed", 0.0)
-            if model is not None and model.num_examples is not None:
-                for name, var in (("fidelity", model.fidelity_multipliers),
-                                  ("robustness", model.robustness_multipliers)):
-                    values = np.asarray(var.numpy())
-                    logs[f"{name}_multiplier_mean"] = float(values.mean())
-                    logs[f"{name}_multiplier_max"] = float(values.max())
+            self._write_logs(logs, model)
+
+    def _write_logs(self, logs, model):
+        logs["sparsity"] = prune.sparsity_report(self.model).sparsity
+        if self.unit == "macs":
+            logs["flops_removed"] = self._flops_removed
+        if model is not None and model.num_examples is not None:
+            for name, var in (("fidelity", model.fidelity_multipliers),
+                              ("robustness", model.robustness_multipliers)):
+                values = np.asarray(var.numpy())
+                logs[f"{name}_multiplier_mean"] = float(values.mean())
+                logs[f"{name}_multiplier_max"] = float(values.max())
 
     def on_train_end(self, logs=None):
         reached = prune.sparsity_report(self.model).sparsity
@@ -280,7 +263,8 @@ def from_config(config, target_sparsity=None, **overrides) -> DeadwoodCallback:
     """The `DeadwoodCallback` of a pipeline config (`config.prune`, `config.deadwood`).
 
     Reads `prune.{target_sparsity, schedule, power, solve_epochs, scope,
-    min_keep, pattern, round_to}` and `deadwood.{dual_step_size, max_multiplier,
+    min_keep, pattern, round_to}` (a config without `round_to` means 1; with
+    `pattern="channel"` the target counts MACs) and `deadwood.{dual_step_size, max_multiplier,
     finetune_sparsity_weight}` (a negative `finetune_sparsity_weight` keeps
     rho through fine-tuning). `target_sparsity` and `overrides` (callback
     arguments) replace the config's values.
@@ -290,6 +274,7 @@ def from_config(config, target_sparsity=None, **overrides) -> DeadwoodCallback:
     args = dict(
         prune_epoch=p.solve_epochs, schedule=p.schedule, power=p.power, scope=p.scope,
         min_keep=p.min_keep, pattern=p.pattern or None, round_to=p.get("round_to", 1),
+        unit="macs" if p.pattern == "channel" else "weights",
         dual_step_size=d.dual_step_size,
         max_multiplier=d.max_multiplier,
         finetune_sparsity_weight=(d.finetune_sparsity_weight

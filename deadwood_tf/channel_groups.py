@@ -24,22 +24,28 @@ outputs are never grouped (never pruned). Layers that only see input-derived
 channels (e.g. `Rescaling` right after the input) are allowed whatever they
 are, since none of their channels can be pruned.
 
+The groups are data; what ranks them is a parameter of the cut
+(`prune.cut_channels(energies=)`; `group_energies` and `filter_l1_norms` are
+two rankings), and the cut itself lives with the other cuts, in `prune`.
+
 Exactness: deleting a cut channel (`shrink.shrink_model`) must change nothing.
-`cut_channels` masks every kernel slice of the group through
-`prune.pruned_weights`: the producers' output slices and, which is what makes
-the deletion exact, every consumer's input slice. Whatever value a cut channel
-still carries (its bias or batch-norm beta are trainable and not masked, so
-fine-tuning may move them), no kernel reads it and it reaches no output. The
-cut also zeroes the producer's bias and the batch norm's gamma and beta of
-the channel at cut time (as Torch-Pruning removes them), so that right after
-a cut the masked model's removed channels are exactly 0.
+`prune.cut_channels` masks every kernel slice of the group: the producers'
+output slices and, which is what makes the deletion exact, every consumer's
+input slice. Whatever value a cut channel still carries (its bias or
+batch-norm beta are trainable and not masked, so fine-tuning may move them),
+no kernel reads it and it reaches no output. The cut also zeroes the
+producer's bias and the batch norm's gamma and beta of the channel at cut
+time (as Torch-Pruning removes them), so that right after a cut the masked
+model's removed channels are exactly 0.
 
 Example:
 
+>>> import keras
+>>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(16, 3),
+...                           keras.layers.Conv2D(4, 3)])
 >>> groups = channel_groups(model)
->>> len(groups.groups), groups.total_macs
->>> cut_channels(pruned, 0.5)          # remove half the MACs, whole groups
->>> small = shrink.shrink_model(pruned)
+>>> len(groups.groups), groups.total_macs   # conv1's 16 output channels
+(16, 24768)
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from deadwood_tf import channel_impl, compat
+from deadwood_tf import channel_impl, compat, lagrangian, masks
 
 L = keras.layers
 
@@ -429,20 +435,16 @@ def channel_groups(model) -> ChannelGroups:
 # Reading and writing the groups' weights of a model.
 
 
-def _layers_by_name(model) -> dict:
+def layers_by_name(model) -> dict:
+    """The layers of `model` (a DeadwoodModel: of its student) by name."""
     student = getattr(model, "student", None)
     if isinstance(student, keras.Model) and hasattr(model, "teacher"):
         model = student
     return {l.name: l for l in model.layers}
 
 
-def _masks_by_weight(model) -> dict:
-    from deadwood_tf import prune  # prune imports the wrapper machinery; keep it lazy
-
-    return {id(w): m for w, m in prune.pruned_weights(model)}
-
-
-def _index(s: WeightSlice, ndim: int):
+def slice_index(s: WeightSlice, ndim: int) -> tuple:
+    """The NumPy index of slice `s` in an array of `ndim` dimensions."""
     idx = [slice(None)] * ndim
     idx[s.axis] = list(s.indices)
     return tuple(idx)
@@ -453,8 +455,7 @@ def kernel_slices(model, groups: ChannelGroups, read: str = "effective"):
 
     `read`: "effective" (`W * M`), "weights" (`W`) or "masks" (`M`; a weight
     without a mask reads as ones). Arrays are float64 copies."""
-    layers = _layers_by_name(model)
-    masks = _masks_by_weight(model) if read != "weights" else {}
+    layers = layers_by_name(model)
     values = {}
     for g in groups.groups:
         for s in g.slices:
@@ -464,12 +465,12 @@ def kernel_slices(model, groups: ChannelGroups, read: str = "effective"):
             if key not in values:
                 var = getattr(layers[s.layer], s.weight)
                 w = np.asarray(keras.ops.convert_to_numpy(var), np.float64)
-                m = masks.get(id(var))
+                m = None if read == "weights" else masks.mask_of(var)
                 m = np.ones_like(w) if m is None else np.asarray(
                     keras.ops.convert_to_numpy(m), np.float64)
                 values[key] = w * m if read == "effective" else (w if read == "weights" else m)
             v = values[key]
-            yield g.index, v[_index(s, v.ndim)]
+            yield g.index, v[slice_index(s, v.ndim)]
 
 
 def group_energies(model, groups: ChannelGroups) -> np.ndarray:
@@ -480,7 +481,7 @@ def group_energies(model, groups: ChannelGroups) -> np.ndarray:
     return out
 
 
-def _families(groups: ChannelGroups) -> np.ndarray:
+def families(groups: ChannelGroups) -> np.ndarray:
     """Per group: an id shared by the groups whose channels come from the same
     producer layers (a layer's channels, or a residual stream's)."""
     keys = [tuple(sorted({layer for layer, _ in g.channels})) for g in groups.groups]
@@ -508,7 +509,7 @@ def filter_l1_norms(model, groups: ChannelGroups, per_layer: bool = False) -> np
             out[g] += float(np.sum(np.abs(v)))
     if not per_layer:
         return out
-    family = _families(groups)
+    family = families(groups)
     ranks = np.zeros_like(out)
     for f in np.unique(family):
         members = np.flatnonzero(family == f)
@@ -526,123 +527,19 @@ def zero_groups(model, groups: ChannelGroups, read: str = "masks") -> np.ndarray
     return zero
 
 
-def _apply(model, groups: ChannelGroups, cut: np.ndarray):
-    """Masks and zeroes every slice of the groups with `cut[g]`; zeroes their bias
-    and batch-norm gamma/beta (running statistics are kept: with gamma = beta = 0
-    a batch norm outputs 0 whatever they are)."""
-    layers = _layers_by_name(model)
-    masks = _masks_by_weight(model)
-    pending = {}
-    for g in groups.groups:
-        if not cut[g.index]:
-            continue
-        for s in g.slices:
-            if s.weight in ("moving_mean", "moving_variance"):
-                continue
-            pending.setdefault((s.layer, s.weight), []).append(s)
-    for (lname, wname), slices in pending.items():
-        var = getattr(layers[lname], wname)
-        value = np.array(keras.ops.convert_to_numpy(var))
-        mask = masks.get(id(var))
-        mvalue = None if mask is None else np.array(keras.ops.convert_to_numpy(mask))
-        if slices[0].masked and mask is None:
-            raise ValueError(
-                f"Invalid value for argument `model`: layer '{lname}' has no mask on its "
-                f"{wname}; wrap the model with deadwood_tf.prune_model first.")
-        for s in slices:
-            value[_index(s, value.ndim)] = 0
-            if mvalue is not None:
-                mvalue[_index(s, mvalue.ndim)] = 0
-        if mask is not None:
-            mask.assign(mvalue)
-        var.assign(value)
-
-
-def cut_channels(model, target: float, unit: str = "flops", normalize: str = "layer",
-                 groups: ChannelGroups | None = None, energies=None,
-                 min_channels: int = 1, round_to: int = 1) -> dict:
-    """Cuts whole channel groups of a wrapped model, in place, lowest scores first.
-
-    Groups already cut stay cut (a channel once cut stays cut); the cut then
-    grows until `target` is reached. Every producer keeps at least
-    `min_channels` output channels.
-
-    Args:
-      model: a model from `prune_model` (or a DeadwoodModel); its masks are
-        reached through `prune.pruned_weights`.
-      target: in [0, 1): the fraction of the kernel layers' MACs (`unit="flops"`)
-        or of the channel groups (`unit="channels"`) to remove.
-      unit: "flops" (preferred: it is what the cut saves) or "channels".
-      normalize: how a group's squared L2 norm is scored: "layer" (default:
-        divided by its number of weights, then by the mean of that over the
-        live groups of the same producer layers, so each channel is ranked
-        against its own layer's), "size" (divided by its number of weights),
-        "macs" (by the MACs it costs) or "none". With "size", a ResNet-20 on
-        cifar10k had its whole third stage cut to 1 channel at half the MACs
-        (13% clean accuracy after fine-tuning; docs/benchmarks.md).
-      groups: `channel_groups(model)`, if already computed.
-      energies: per-group scores to use instead of the squared norms (e.g. the
-        L1 filter norms of a baseline); `normalize` still applies.
-      min_channels: the layer-collapse guard (an int >= 1). A 1-channel layer
-        is legal; if its channel is dead on the calibration data, the int8
-        export widens its range so that XNNPack takes the file
-        (docs/int8_xnnpack.md).
-      round_to: every producer keeps a multiple of this many output channels
-        (or its full width), never fewer than `round_to`: the cut removes
-        whole aligned blocks, lowest mean score first, and may pass `target`
-        by one block. 8 makes the shrunk model run nearer the speed its MACs
-        promise on SIMD kernels (docs/benchmarks.md: a ResNet-20 at 12/24/48
-        channels cut to 50% of its MACs ran 1.54x faster on LiteRT, x86;
-        aligned to 8, 1.76-1.84x).
-
-    Returns:
-      dict with `groups_cut`, `groups`, `macs`, `dense_macs`, `flops_removed`.
-    """
-    target = channel_impl.check_fraction(target, "target")
-    channel_impl.check_choice(unit, "unit", channel_impl.UNITS)
-    channel_impl.check_choice(normalize, "normalize", channel_impl.NORMALIZE)
-    groups = groups or channel_groups(model)
-    if not groups.groups:
-        raise ValueError("Invalid value for argument `model`: it has no prunable channel "
-                         "group (only the input and output channels, which are kept).")
-    if energies is None:
-        energies = group_energies(model, groups)
-    scores = channel_impl.group_scores(
-        energies, np.array([g.size for g in groups.groups]),
-        np.array([g.macs for g in groups.groups]), normalize)
-    already = zero_groups(model, groups)
-    if normalize == "layer":
-        scores = channel_impl.relative_to_family(scores, _families(groups), ~already)
-    if isinstance(min_channels, bool) or not isinstance(min_channels, (int, np.integer)) \
-            or min_channels < 1:
-        raise ValueError("Invalid value for argument `min_channels`: expected an int >= 1. "
-                         f"Received: min_channels={min_channels!r}")
-    cut = channel_impl.groups_to_cut(scores, already, target, groups.tables, unit,
-                                     min_channels=int(min_channels), multiple=round_to)
-    _apply(model, groups, cut)
-    dense = groups.total_macs
-    macs = groups.macs(~cut)
-    return {"groups_cut": int(cut.sum()), "groups": len(groups.groups), "macs": macs,
-            "dense_macs": dense, "flops_removed": 1.0 - macs / dense if dense else 0.0}
-
-
 def group_lasso(model, groups: ChannelGroups | None = None):
-    """The group-lasso term over the channel groups, as a function of no arguments.
+    """The group-lasso term over the channel groups of `model`, as a function of
+    no arguments (`lagrangian.group_lasso` over its masked kernel slices).
 
-    `Omega_g(w) = sum_g sqrt(n_g) * ||(W * M)_g||_2 / P`: each group's L2 norm
-    over all its masked kernel slices, weighted by the square root of its size
-    `n_g` (the usual group-lasso weighting, so that with one weight per group
-    it is the L1 term `sum |w| / P` of the unstructured method), divided by
-    the number `P` of kernel weights in groups. It drives whole groups towards
-    zero, so that the whole-group cut removes little that matters.
+    It drives whole groups towards zero, so that the whole-group cut removes
+    little that matters.
 
     Returns:
       `fn() -> scalar tensor`, to be called inside a gradient tape; it reads
-      the weights and the masks (`prune.pruned_weights`) when called.
+      the weights and the masks when called.
     """
     groups = groups or channel_groups(model)
-    layers = _layers_by_name(model)
-    masks = _masks_by_weight(model)
+    layers = layers_by_name(model)
     num = len(groups.groups)
     parts = {}  # (layer, weight, axis) -> segment id per position (num: not in a group)
     for g in groups.groups:
@@ -656,19 +553,12 @@ def group_lasso(model, groups: ChannelGroups | None = None):
     for (lname, wname, axis), ids in parts.items():
         var = getattr(layers[lname], wname)
         reduce_axes = tuple(a for a in range(len(var.shape)) if a != axis)
-        terms.append((var, masks.get(id(var)), reduce_axes, keras.ops.convert_to_tensor(ids)))
-    weights = np.sqrt(np.array([g.size for g in groups.groups] + [0], np.float32))
-    total = float(sum(g.size for g in groups.groups)) or 1.0
+        terms.append((var, masks.mask_of(var), reduce_axes, keras.ops.convert_to_tensor(ids)))
+    sizes = [g.size for g in groups.groups]
 
     def term():
-        energy = 0.0
-        for var, mask, axes, ids in terms:
-            w = var.value if mask is None else var.value * keras.ops.cast(mask.value, var.dtype)
-            per_position = keras.ops.sum(keras.ops.square(keras.ops.cast(w, "float32")), axes)
-            energy = energy + keras.ops.segment_sum(per_position, ids, num_segments=num + 1)
-        # sqrt has an infinite slope at 0: a cut group (all zero) gets no gradient.
-        safe = keras.ops.where(energy > 0, energy, 1.0)
-        norms = keras.ops.where(energy > 0, keras.ops.sqrt(safe), 0.0)
-        return keras.ops.sum(norms * weights) / total
+        return lagrangian.group_lasso(
+            [(var.value if mask is None else var.value * keras.ops.cast(mask.value, var.dtype),
+              axes, ids) for var, mask, axes, ids in terms], sizes)
 
     return term

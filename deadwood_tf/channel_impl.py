@@ -15,7 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-UNITS = ("flops", "channels")
+UNITS = ("macs", "channels")
+# Channel cuts keep widths that are multiples of this by default: SIMD kernels
+# compute output channels in tiles of 8 or 16 (see `_aligned_cut`).
+DEFAULT_ROUND_TO = 8
 NORMALIZE = ("layer", "size", "macs", "none")
 
 
@@ -116,7 +119,10 @@ def check_multiple(value, name: str = "round_to") -> int:
 
 def check_round_to(value, pattern, name: str = "round_to") -> int:
     """`value` as an int >= 1 that may differ from 1 only with `pattern="channel"`,
-    or a ValueError naming `name`."""
+    or a ValueError naming `name`. None: `DEFAULT_ROUND_TO` for channel cuts, 1
+    for the others."""
+    if value is None:
+        return DEFAULT_ROUND_TO if pattern == "channel" else 1
     value = check_multiple(value, name)
     if value != 1 and pattern != "channel":
         raise ValueError(f"Invalid value for `{name}`: it aligns channel cuts "
@@ -126,9 +132,9 @@ def check_round_to(value, pattern, name: str = "round_to") -> int:
 
 
 def groups_to_cut(scores, already_cut, target: float, tables: MacTables,
-                  unit: str = "flops", min_channels: int = 1, multiple: int = 1) -> np.ndarray:
+                  unit: str = "macs", min_channels: int = 1, multiple: int = 1) -> np.ndarray:
     """The groups to cut: those `already_cut`, then live groups by increasing score
-    until `target` of the MACs (`unit="flops"`) or of the groups ("channels") is
+    until `target` of the MACs (`unit="macs"`) or of the groups ("channels") is
     removed. A group is skipped when cutting it would leave a kernel layer with
     fewer than `min_channels` output channels (layer collapse). With `multiple`
     > 1 the cut goes in aligned blocks instead (`_aligned_cut`): every producer
@@ -152,8 +158,8 @@ def groups_to_cut(scores, already_cut, target: float, tables: MacTables,
 
     dense = total(*[x.astype(np.float64) for x in
                     _layer_channels(tables, np.ones(g, bool))])
-    goal = (target * dense) if unit == "flops" else round(target * g)
-    done = (dense - total(n_in, n_out)) if unit == "flops" else int(cut.sum())
+    goal = (target * dense) if unit == "macs" else round(target * g)
+    done = (dense - total(n_in, n_out)) if unit == "macs" else int(cut.sum())
     order = np.argsort(scores, kind="stable")
     for i in order:
         if done >= goal - 1e-9:
@@ -167,7 +173,7 @@ def groups_to_cut(scores, already_cut, target: float, tables: MacTables,
         n_in = n_in - tables.in_counts[:, i]
         n_out = new_out
         cut[i] = True
-        done = (dense - total(n_in, n_out)) if unit == "flops" else int(cut.sum())
+        done = (dense - total(n_in, n_out)) if unit == "macs" else int(cut.sum())
     return cut
 
 
@@ -190,7 +196,7 @@ def _aligned_cut(scores, already_cut, target, tables, unit, floor, multiple):
         return float(np.sum(np.where(tables.depthwise, f * n_out, f * n_in * n_out)))
 
     dense = total(np.ones(g, bool))
-    goal = (target * dense) if unit == "flops" else round(target * g)
+    goal = (target * dense) if unit == "macs" else round(target * g)
     producers = [tuple(np.nonzero(tables.out_counts[:, i])[0]) for i in range(g)]
     families = {}
     for i, key in enumerate(producers):
@@ -208,7 +214,7 @@ def _aligned_cut(scores, already_cut, target, tables, unit, floor, multiple):
         return live[:n]
 
     while True:
-        done = (dense - total(~cut)) if unit == "flops" else int(cut.sum())
+        done = (dense - total(~cut)) if unit == "macs" else int(cut.sum())
         if done >= goal - 1e-9:
             break
         n_out = _layer_channels(tables, ~cut)[1]

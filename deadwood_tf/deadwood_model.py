@@ -10,32 +10,42 @@ adversarial loss on `x~_i` (made against the student by the `attack`), and
 `Omega` the L1 norm of the surviving weights over their count. Each example's
 violations are written to non-trainable buffers; `DeadwoodCallback` turns them
 into the dual step at each epoch end and makes the global cut.
+
+The model wires together what lives elsewhere: the Lagrangian's terms and the
+dual update (`lagrangian`), the multipliers and violation buffers
+(`multipliers`), how example indices reach the step (`example_index`) and
+what changes with several replicas (`replicas`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import warnings
 
 import numpy as np
 import keras
 import tensorflow as tf
 from absl import logging
 
-from deadwood_tf import channel_groups as _channel_groups
+from deadwood_tf import channel_groups as channel_groups_lib
 from deadwood_tf import checks
 from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import compat
+from deadwood_tf import example_index
 from deadwood_tf import lagrangian
-from deadwood_tf import masks, prune
+from deadwood_tf import masks, prune, replicas
+from deadwood_tf import multipliers as multipliers_lib
 from deadwood_tf import outputs as outputs_lib
 from deadwood_tf.embedding_attack import EmbeddingPerturbation
 
-_INPUTS = "__deadwood_inputs__"
-_INDEX = "__deadwood_index__"
 _REQUIRED = object()
+_UNSET = object()
 ROBUST_TARGETS = ("label", "teacher")
 BATCH_NORM_MODES = ("joint", "separate")
-SPARSITY_PATTERNS = (None, "channel")
+# `Omega`: the normalised L1 of the masked weights, or the group lasso over the
+# student's channel groups (structured Deadwood).
+SPARSITY_TERMS = ("l1", "group_lasso")
+# The old `pattern=` values, by the sparsity term they chose.
+_PATTERN_TERMS = {None: "l1", "channel": "group_lasso"}
 # Metrics that only the training step produces (not shown by evaluate()).
 TRAINING_METRICS = ("fidelity_violation", "robustness_violation", "l1", "adv_accuracy",
                     "other_outputs_loss")
@@ -56,10 +66,84 @@ def _check_number(value, name, low=0.0, low_inclusive=True):
     return v
 
 
+def _check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"Invalid value for argument `{name}`: expected one of {choices}. "
+                         f"Received: {name}={value!r}")
+    return value
 
 
-def _replicas(replica_ctx) -> int:
-    return replica_ctx.num_replicas_in_sync if replica_ctx is not None else 1
+def sparsity_term_of(sparsity_term="l1", pattern=_UNSET) -> str:
+    """The sparsity term `DeadwoodModel` takes, from `sparsity_term` or the old
+    `pattern` argument (None: "l1"; "channel": "group_lasso"), which still works
+    for one release with a DeprecationWarning."""
+    if pattern is _UNSET:
+        return _check_choice(sparsity_term, "sparsity_term", SPARSITY_TERMS)
+    if pattern not in _PATTERN_TERMS:
+        raise ValueError(f"Invalid value for argument `pattern`: expected one of "
+                         f"{tuple(_PATTERN_TERMS)}. Received: pattern={pattern!r}")
+    warnings.warn(
+        "DeadwoodModel(pattern=) is now `sparsity_term`: pattern=None is "
+        "sparsity_term='l1', pattern='channel' is sparsity_term='group_lasso'; `pattern` "
+        "goes in the next release.", DeprecationWarning, stacklevel=3)
+    if sparsity_term not in ("l1", _PATTERN_TERMS[pattern]):
+        raise ValueError(
+            "Invalid values for arguments `sparsity_term`, `pattern`: they disagree; pass "
+            f"`sparsity_term` only. Received: sparsity_term={sparsity_term!r}, "
+            f"pattern={pattern!r}")
+    return _PATTERN_TERMS[pattern]
+
+
+def _check_models(student, teacher, attack):
+    prune.check_keras_model(student, "student")
+    prune.check_keras_model(teacher, "teacher")
+    if attack is _REQUIRED:
+        raise TypeError(
+            "Missing argument `attack`: pass a deadwood_tf.attacks object such as "
+            "PGD(eps=0.3, steps=7), or attack=None to prune without the robustness constraint."
+        )
+    if attack is not None and not isinstance(attack, attacks_lib.Attack):
+        raise ValueError(
+            "Invalid value for argument `attack`: expected a deadwood_tf.attacks.Attack "
+            f"(FGSM, PGD) or None. Received: attack={attack!r}"
+        )
+    if not prune.pruned_weights(student):
+        raise ValueError(
+            "Invalid value for argument `student`: it carries no pruning masks. "
+            "Pass `deadwood_tf.prune_model(teacher)` as the student."
+        )
+
+
+def _check_num_examples(num_examples):
+    if num_examples is not None and (
+        isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer))
+        or num_examples < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `num_examples`: expected an int >= 1 or None. "
+            f"Received: num_examples={num_examples!r}"
+        )
+
+
+def _hyperparameters(fidelity_bound, robustness_bound, sparsity_weight, label_weight,
+                     temperature, initial_multiplier) -> dict:
+    return dict(
+        fidelity_bound=_check_number(fidelity_bound, "fidelity_bound"),
+        robustness_bound=_check_number(robustness_bound, "robustness_bound"),
+        sparsity_weight=_check_number(sparsity_weight, "sparsity_weight"),
+        label_weight=_check_number(label_weight, "label_weight"),
+        temperature=_check_number(temperature, "temperature", low_inclusive=False),
+        initial_multiplier=_check_number(initial_multiplier, "initial_multiplier"),
+    )
+
+
+def _sparsity_term(student, sparsity_term):
+    """`fn() -> Omega` for the group lasso, None for the L1 term. Channel groups
+    come from the student's graph: a graph they cannot be computed on is
+    refused here, naming the layer, before training."""
+    if sparsity_term != "group_lasso":
+        return None
+    return channel_groups_lib.group_lasso(student, channel_groups_lib.channel_groups(student))
 
 
 class _InvalidDataCheck(keras.callbacks.Callback):
@@ -80,20 +164,21 @@ class _Unsaved:
         self.variable = variable
 
 
-def _for_multi_worker(logs):
-    """Step logs as shape-[1] tensors under multi-worker MultiWorkerMirroredStrategy.
+def masked_weight_positions(model) -> list:
+    """Positions in `model.weights` (a DeadwoodModel: its student's) of the weights
+    that carry masks: what `reattach_masks` needs to give them back."""
+    student = prune.unwrap_deadwood(model)
+    masked = {id(w) for w, _ in prune.pruned_weights(student)}
+    return [i for i, w in enumerate(student.weights) if id(w) in masked]
 
-    Keras 3 (TF backend, 3.15) reduces them there with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars ("Invalid
-    reduction dimension 0 for input with 0 dimensions"); with shape [1] it gives
-    the scalar mean over replicas. Anywhere else the logs pass unchanged.
-    """
-    strategy = tf.distribute.get_strategy()
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or \
-            not compat.in_multi_worker_mode(strategy):
-        return logs
-    return {k: tf.reshape(v, [1]) if getattr(v, "shape", None) is not None
-            and v.shape.rank == 0 else v for k, v in logs.items()}
+
+def reattach_masks(student, positions) -> None:
+    """Masks of ones on `student.weights[i]` for `i` in `positions`, unless it has
+    masks already; loading a saved DeadwoodModel's weights then restores them."""
+    if positions is not None and not prune.pruned_weights(student):
+        weights = student.weights
+        for i in positions:
+            masks.attach_mask(weights[i])
 
 
 @keras.saving.register_keras_serializable(package="deadwood_tf")
@@ -133,11 +218,14 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         and under PGD (docs/benchmarks.md); without batch norm both compute
         the same. A model with several outputs, or an attack in embedding
         space, always gets separate passes.
-      pattern: None (default): `Omega` is the normalised L1 of the masked
-        weights. "channel": `Omega` is the group lasso over the student's
-        channel groups (`channel_groups.group_lasso`), for structured Deadwood
-        with `DeadwoodCallback(pattern="channel")`; the student must be a
-        functional or Sequential model whose graph `channel_groups` analyses.
+      sparsity_term: `Omega`: "l1" (default), the normalised L1 of the masked
+        weights; "group_lasso", the group lasso over the student's channel
+        groups (`lagrangian.group_lasso`), for structured Deadwood with
+        `DeadwoodCallback(pattern="channel", unit="macs")`; the student must
+        then be a functional or Sequential model whose graph `channel_groups`
+        analyses.
+      pattern: the old name of `sparsity_term` (None: "l1", "channel":
+        "group_lasso"); it works for one release, with a DeprecationWarning.
 
       output: for a model with several outputs, the one (name or flat
         position; see `deadwood_tf.outputs`) whose class scores the
@@ -172,90 +260,35 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
     def __init__(self, student, teacher, attack=_REQUIRED, fidelity_bound=0.0,
                  robustness_bound=0.0, sparsity_weight=50.0, label_weight=0.0,
                  temperature=1.0, robust_target="label", initial_multiplier=1.0,
-                 num_examples=None, from_logits=None, batch_norm="separate", pattern=None,
-                 output=None, other_output_losses=None, other_output_weights=None, **kwargs):
-        prune.check_keras_model(student, "student")
-        prune.check_keras_model(teacher, "teacher")
-        if attack is _REQUIRED:
-            raise TypeError(
-                "Missing argument `attack`: pass a deadwood_tf.attacks object such as "
-                "PGD(eps=0.3, steps=7), or attack=None to prune without the robustness constraint."
-            )
-        if attack is not None and not isinstance(attack, attacks_lib.Attack):
-            raise ValueError(
-                "Invalid value for argument `attack`: expected a deadwood_tf.attacks.Attack "
-                f"(FGSM, PGD) or None. Received: attack={attack!r}"
-            )
-        if not prune.pruned_weights(student):
-            raise ValueError(
-                "Invalid value for argument `student`: it carries no pruning masks. "
-                "Pass `deadwood_tf.prune_model(teacher)` as the student."
-            )
+                 num_examples=None, from_logits=None, batch_norm="separate",
+                 sparsity_term="l1", output=None, other_output_losses=None,
+                 other_output_weights=None, pattern=_UNSET, **kwargs):
+        _check_models(student, teacher, attack)
         heads = outputs_lib.Heads.of(student, teacher, output, other_output_losses,
                                      other_output_weights)
         s_shape = outputs_lib.names_and_shapes(student, "student")[heads.index][1]
         if attack is not None:
             attack.check_inputs(student)
-        if batch_norm not in BATCH_NORM_MODES:
-            raise ValueError(
-                f"Invalid value for argument `batch_norm`: expected one of {BATCH_NORM_MODES}. "
-                f"Received: batch_norm={batch_norm!r}"
-            )
-        if robust_target not in ROBUST_TARGETS:
-            raise ValueError(
-                f"Invalid value for argument `robust_target`: expected one of {ROBUST_TARGETS}. "
-                f"Received: robust_target={robust_target!r}"
-            )
-        if pattern not in SPARSITY_PATTERNS:
-            raise ValueError(
-                f"Invalid value for argument `pattern`: expected one of {SPARSITY_PATTERNS}. "
-                f"Received: pattern={pattern!r}")
-        # Channel groups come from the student's graph: a graph they cannot be
-        # computed on is refused here, naming the layer, before training.
-        channel_groups = _channel_groups.channel_groups(student) if pattern == "channel" else None
-        if num_examples is not None and (
-            isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer))
-            or num_examples < 1
-        ):
-            raise ValueError(
-                "Invalid value for argument `num_examples`: expected an int >= 1 or None. "
-                f"Received: num_examples={num_examples!r}"
-            )
-        hyper = dict(
-            fidelity_bound=_check_number(fidelity_bound, "fidelity_bound"),
-            robustness_bound=_check_number(robustness_bound, "robustness_bound"),
-            sparsity_weight=_check_number(sparsity_weight, "sparsity_weight"),
-            label_weight=_check_number(label_weight, "label_weight"),
-            temperature=_check_number(temperature, "temperature", low_inclusive=False),
-            initial_multiplier=_check_number(initial_multiplier, "initial_multiplier"),
-        )
+        _check_choice(batch_norm, "batch_norm", BATCH_NORM_MODES)
+        _check_choice(robust_target, "robust_target", ROBUST_TARGETS)
+        sparsity_term = sparsity_term_of(sparsity_term, pattern)
+        group_lasso = _sparsity_term(student, sparsity_term)
+        _check_num_examples(num_examples)
+        hyper = _hyperparameters(fidelity_bound, robustness_bound, sparsity_weight,
+                                 label_weight, temperature, initial_multiplier)
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher
         self.attack = attack
         self.robust_target = robust_target
         self.batch_norm = batch_norm
-        self.pattern = pattern
-        self._group_lasso = (None if channel_groups is None
-                             else _channel_groups.group_lasso(student, channel_groups))
+        self.sparsity_term = sparsity_term
+        self._group_lasso = group_lasso
         for k, v in hyper.items():
             setattr(self, k, v)
         self.from_logits = from_logits
         self.heads = heads
-        if heads.several:
-            self._student_outputs = attacks_lib.outputs_fn(student, from_logits, heads.index)
-            self._teacher_outputs = attacks_lib.outputs_fn(teacher, from_logits, heads.index)
-            self._student_logits = lambda t, training=False: self._student_outputs(
-                t, training)[0]
-            self._teacher_logits = lambda t, training=False: self._teacher_outputs(
-                t, training)[0]
-            self.others_tracker = keras.metrics.Mean(name="other_outputs_loss")
-        else:
-            self._student_logits = attacks_lib.logits_fn(student, from_logits)
-            self._teacher_logits = attacks_lib.logits_fn(teacher, from_logits)
-        self._outputs_logits = (not attacks_lib.outputs_probabilities(
-            student, heads.index if heads.several else None)
-            if from_logits is None else bool(from_logits))
+        self._wire_outputs(from_logits)
         self.num_classes = int(s_shape[-1])
         self.num_prunable = int(sum(np.prod(w.shape) for w, _ in self._pruned_weights()))
         self.num_examples = None
@@ -280,6 +313,25 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         if num_examples is not None:
             self.ensure_multipliers(int(num_examples))
         self.built = True
+
+    def _wire_outputs(self, from_logits):
+        """The functions giving the student's and the teacher's class logits (and,
+        with several outputs, all their outputs)."""
+        student, teacher, heads = self.student, self.teacher, self.heads
+        if heads.several:
+            self._student_outputs = attacks_lib.outputs_fn(student, from_logits, heads.index)
+            self._teacher_outputs = attacks_lib.outputs_fn(teacher, from_logits, heads.index)
+            self._student_logits = lambda t, training=False: self._student_outputs(
+                t, training)[0]
+            self._teacher_logits = lambda t, training=False: self._teacher_outputs(
+                t, training)[0]
+            self.others_tracker = keras.metrics.Mean(name="other_outputs_loss")
+        else:
+            self._student_logits = attacks_lib.logits_fn(student, from_logits)
+            self._teacher_logits = attacks_lib.logits_fn(teacher, from_logits)
+        self._outputs_logits = (not attacks_lib.outputs_probabilities(
+            student, heads.index if heads.several else None)
+            if from_logits is None else bool(from_logits))
 
     # ------------------------------------------------------------ state
 
@@ -307,32 +359,10 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                 )
             return
         self.num_examples = int(num_examples)
-
-        def var(name, value, **distribution):
-            # Not `add_weight`: Keras 3's has no `synchronization` argument. Assigning
-            # the variable to an attribute tracks it as add_weight would (same order).
-            with keras.name_scope(self.name, caller=self):
-                return keras.Variable(
-                    initializer=keras.initializers.Constant(value), shape=(self.num_examples,),
-                    dtype="float32", trainable=False, name=name, **distribution)
-
-        # Under tf.distribute (see `train_step`): the multipliers are mirrored and
-        # only written in cross-replica context (the dual step). The violation
-        # buffers are replica-local (ON_READ); every replica applies the same
-        # all-gathered scatter, so each local copy holds the whole buffer and a
-        # cross-replica read takes replica 0's copy without any communication.
-        # Without a strategy both are plain variables.
-        mirrored = dict(aggregation="only_first_replica", synchronization="on_write")
-        local = dict(aggregation="only_first_replica", synchronization="on_read")
-        strategy = compat.distribute_strategy(self)
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            self.fidelity_multipliers = var("fidelity_multipliers", self.initial_multiplier,
-                                            **mirrored)
-            self.robustness_multipliers = var("robustness_multipliers", self.initial_multiplier,
-                                              **mirrored)
-            self.fidelity_violations = var("fidelity_violations", 0.0, **local)
-            self.robustness_violations = var("robustness_violations", 0.0, **local)
-            self.violation_counts = var("violation_counts", 0.0, **local)
+        made = multipliers_lib.make_variables(self, self.num_examples, self.initial_multiplier,
+                                              compat.distribute_strategy(self))
+        for name, variable in made.items():  # tracked in this order (see make_variables)
+            setattr(self, name, variable)
 
     def reset_violations(self) -> None:
         """Zeroes the per-example violation buffers (done at each epoch start)."""
@@ -341,42 +371,23 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
 
     def mean_violations(self):
         """Per-slot mean violations `(v, u)` since the last reset (0 where unseen)."""
-        count = tf.maximum(self.violation_counts.value, 1.0)
-        return self.fidelity_violations.value / count, self.robustness_violations.value / count
+        counts = self.violation_counts.value
+        return (lagrangian.mean_violations(self.fidelity_violations.value, counts),
+                lagrangian.mean_violations(self.robustness_violations.value, counts))
 
     def dual_step(self, fidelity_step_size: float, robustness_step_size: float,
                   max_multiplier: float) -> None:
-        """`lam <- clip(lam + eta_lam * v, 0, max)`, `mu <- clip(mu + eta_mu * u, 0, max)`."""
+        """`lam <- clip(lam + eta_lam * v, 0, max)`, `mu <- clip(mu + eta_mu * u, 0, max)`
+        (`lagrangian.dual_update`)."""
         if self.num_examples is None:
             return
         v, u = self.mean_violations()
-        self.fidelity_multipliers.assign(tf.clip_by_value(
-            self.fidelity_multipliers.value + fidelity_step_size * v, 0.0, max_multiplier))
-        self.robustness_multipliers.assign(tf.clip_by_value(
-            self.robustness_multipliers.value + robustness_step_size * u, 0.0, max_multiplier))
+        self.fidelity_multipliers.assign(lagrangian.dual_update(
+            self.fidelity_multipliers.value, v, fidelity_step_size, max_multiplier))
+        self.robustness_multipliers.assign(lagrangian.dual_update(
+            self.robustness_multipliers.value, u, robustness_step_size, max_multiplier))
 
     # ------------------------------------------------------------ data
-
-    @staticmethod
-    def _is_array_like(x):
-        leaves = tf.nest.flatten(x)
-        return bool(leaves) and all(isinstance(l, (np.ndarray, tf.Tensor, list)) for l in leaves)
-
-    def _check_labels(self, y):
-        y = np.asarray(y)
-        if y.ndim >= 2 and y.shape[-1] == self.num_classes and y.shape[-1] > 1:
-            return  # one-hot
-        if y.size and (not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0)):
-            raise ValueError(
-                "Invalid value for argument `y`: expected integer class labels or one-hot "
-                f"rows of length {self.num_classes}. Received: y of dtype {y.dtype} with "
-                "non-integer values"
-            )
-        if y.size and (y.min() < 0 or y.max() >= self.num_classes):
-            raise ValueError(
-                f"Invalid value for argument `y`: expected labels in [0, {self.num_classes}) "
-                f"(the models' output size). Received: labels from {y.min()} to {y.max()}"
-            )
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`; arrays get example indices attached (see the class doc)."""
@@ -387,23 +398,18 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                 "KERAS_BACKEND=tensorflow, or give DeadwoodCallback to the `fit` of the pruned "
                 "model itself (global magnitude cuts, no constraints).")
         checks.check_fit_arguments(self, x, y, kwargs.get("validation_data"))
-        if y is not None and self._is_array_like(x):
+        if y is not None and example_index.is_array_like(x):
             n = len(tf.nest.flatten(x)[0])
             if len(y) != n:
                 raise ValueError(
                     f"Invalid values for arguments `x`, `y`: expected as many labels as inputs. "
                     f"Received: {n} inputs and {len(y)} labels"
                 )
-            self._check_labels(y)
+            example_index.check_labels(y, self.num_classes)
             self.ensure_multipliers(n)
-            x = {_INPUTS: x, _INDEX: np.arange(n, dtype="int64")}
+            x = example_index.attach(x, n)
         elif isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)):
-            spec = x.element_spec
-            if isinstance(x, tf.distribute.DistributedDataset) and isinstance(spec, tuple) \
-                    and len(spec) >= 3:
-                spec = tuple(compat.per_replica_component_spec(s) for s in spec)
-            has_index = (isinstance(spec, tuple) and len(spec) >= 3
-                         and getattr(spec[2], "dtype", tf.float32).is_integer)
+            has_index = example_index.dataset_has_index(x)
             if has_index and self.num_examples is None:
                 raise ValueError(
                     "Invalid value for argument `num_examples`: the dataset yields "
@@ -414,18 +420,6 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                 self.ensure_multipliers(1)
         return super().fit(x, y, **self._with_data_check(kwargs))
 
-    def _unpack(self, data):
-        if isinstance(data, (tuple, list)) and len(data) == 4:
-            x, y, index, sample_weight = data
-        else:
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            index = None
-            if sample_weight is not None and sample_weight.dtype.is_integer:
-                index, sample_weight = sample_weight, None
-        if isinstance(x, dict) and _INDEX in x:
-            index, x = x[_INDEX], x[_INPUTS]
-        return x, y, index, sample_weight
-
     # ------------------------------------------------------------ data checks
     #
     # `tf.debugging` asserts compile to nothing under XLA (Keras' default on a
@@ -433,19 +427,8 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
     # instead, keep those examples out of the Lagrangian and the buffers, and
     # `_InvalidDataCheck` raises from Python right after the step.
 
-    def _labels(self, y):
-        """`(labels, valid)`: int64 class ids `[batch]` (one-hot rows argmax-ed),
-        out-of-range ones replaced by 0 (to be counted by `_count_invalid`)."""
-        y = tf.convert_to_tensor(y)
-        if y.shape.rank is not None and y.shape.rank >= 2 and y.shape[-1] == self.num_classes \
-                and self.num_classes > 1:
-            y = tf.argmax(y, axis=-1)
-        y = tf.reshape(tf.cast(y, tf.int64), [-1])
-        valid = (y >= 0) & (y < self.num_classes)
-        return tf.where(valid, y, tf.zeros_like(y)), valid
-
     def _indices(self, index, batch):
-        """`(index, valid)` like `_labels`, for example indices in `[0, num_examples)`."""
+        """`(index, valid)` (`example_index.indices`); without an index, slot 0 for all."""
         if index is None:
             if self.num_examples is not None and self.num_examples > 1:
                 raise ValueError(
@@ -458,9 +441,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                                 "using one multiplier per constraint.")
                 self._warned_no_index = True
             return tf.zeros([batch], tf.int64), tf.ones([batch], tf.bool)
-        index = tf.reshape(tf.cast(index, tf.int64), [-1])
-        valid = (index >= 0) & (index < self.num_examples)
-        return tf.where(valid, index, tf.zeros_like(index)), valid
+        return example_index.indices(index, self.num_examples)
 
     def _count_invalid(self, label_ok, index_ok=None):
         """Adds the batch's out-of-range labels and indices to the counts."""
@@ -468,7 +449,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
                         for ok in (label_ok, tf.ones([0], tf.bool) if index_ok is None
                                    else index_ok)])
         replica_ctx = tf.distribute.get_replica_context()
-        if _replicas(replica_ctx) > 1:
+        if replicas.num_replicas(replica_ctx) > 1:
             bad = replica_ctx.all_reduce("sum", bad)  # every replica's copy holds the total
         self._data_check.variable.assign_add(bad)
 
@@ -479,17 +460,8 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         labels, indices = (int(v) for v in self._data_check.variable.numpy())
         if labels or indices:
             self._data_check.variable.assign(tf.zeros_like(self._data_check.variable))
-            found = []
-            if labels:
-                found.append(f"{labels} labels outside [0, {self.num_classes}) (the models' "
-                             "output size)")
-            if indices:
-                found.append(f"{indices} example indices outside [0, num_examples="
-                             f"{self.num_examples})")
-            raise ValueError(
-                "Invalid value for argument `y` or the example indices: expected labels in "
-                f"[0, {self.num_classes}) and indices in [0, {self.num_examples}). Received: "
-                + " and ".join(found) + " in the last batch.")
+            raise example_index.invalid_data_error(labels, indices, self.num_classes,
+                                                   self.num_examples)
 
     def _with_data_check(self, kwargs):
         callbacks = kwargs.get("callbacks")
@@ -504,9 +476,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
     # ------------------------------------------------------------ steps
 
     def call(self, inputs, training=None):
-        if isinstance(inputs, dict) and _INPUTS in inputs:
-            inputs = inputs[_INPUTS]
-        return self.student(inputs, training=training)
+        return self.student(example_index.inputs(inputs), training=training)
 
     def build(self, input_shape=None):
         self.built = True
@@ -518,7 +488,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             y_pred = self.heads.split(y_pred)[0]
         if compat.compile_loss(self) is not None or y is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        labels, label_ok = self._labels(y)
+        labels, label_ok = example_index.labels(y, self.num_classes)
         self._count_invalid(label_ok)
         ce = keras.losses.sparse_categorical_crossentropy(
             labels, y_pred, from_logits=self._outputs_logits)
@@ -576,7 +546,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             per_example += self.label_weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
                 y, logits)
         per_example *= tf.cast(valid, tf.float32)  # out-of-range examples: left out
-        if self._group_lasso is not None:  # pattern="channel": Omega over channel groups
+        if self._group_lasso is not None:  # Omega: the group lasso over channel groups
             l1 = tf.cast(self._group_lasso(), tf.float32)
         else:
             l1 = lagrangian.normalized_l1(
@@ -585,45 +555,20 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         if self.student.losses:
             shared += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
         loss = shared + lagrangian.batch_mean(per_example, sample_weight)
-        replicas = _replicas(replica_ctx)
-        if replicas == 1:
+        count = replicas.num_replicas(replica_ctx)
+        if count == 1:
             return loss, loss, l1
         # Gradients are summed over replicas: the terms every replica computes
         # alike count 1/replicas each, and the data term is this replica's share
         # of the mean over the global batch, so the sum is the single-device
         # Lagrangian of the global batch (uneven or empty per-replica batches included).
-        if sample_weight is not None:
-            count = replica_ctx.all_reduce(
-                "sum", tf.reduce_sum(tf.cast(sample_weight, tf.float32)))
-        else:
-            count = replica_ctx.all_reduce("sum", tf.shape(per_example)[0])
-        return loss, shared / replicas + lagrangian.batch_mean(per_example, sample_weight,
-                                                                count), l1
-
-    def _record_violations(self, index, valid, fidelity_violation, robustness_violation,
-                           replica_ctx):
-        """Adds each example's violations (and a count) to the per-example buffers.
-
-        Under a strategy with several replicas each replica sees other examples:
-        the (index, violations) pairs are all-gathered (16 bytes per example of
-        the global batch) and every replica applies the same scatter to its own
-        copy of the buffers.
-        """
-        # Out-of-range examples travel with index -1 and add nothing.
-        index = tf.where(valid, index, -tf.ones_like(index))
-        values = tf.stop_gradient(tf.stack([fidelity_violation, robustness_violation], 1))
-        if _replicas(replica_ctx) > 1:
-            index, values = replica_ctx.all_gather((index, values), axis=0)
-        counted = tf.cast(index >= 0, tf.float32)
-        index = tf.maximum(index, 0)[:, None]
-        for buffer, column in ((self.fidelity_violations, values[:, 0] * counted),
-                               (self.robustness_violations, values[:, 1] * counted),
-                               (self.violation_counts, counted)):
-            buffer.assign(tf.tensor_scatter_nd_add(buffer.value, index, column))
+        total = replicas.global_count(per_example, sample_weight, replica_ctx)
+        return loss, shared / count + lagrangian.batch_mean(per_example, sample_weight,
+                                                             total), l1
 
     def train_step(self, data):
-        x, y, index, sample_weight = self._unpack(data)
-        y, label_ok = self._labels(y)
+        x, y, index, sample_weight = example_index.unpack(data)
+        y, label_ok = example_index.labels(y, self.num_classes)
         index, index_ok = self._indices(index, tf.shape(y)[0])
         self._count_invalid(label_ok, index_ok)
         valid = label_ok & index_ok
@@ -649,8 +594,9 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             scaled = self.optimizer.scale_loss(grad_loss)
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        self._record_violations(index, valid, fidelity_violation, robustness_violation,
-                                replica_ctx)
+        multipliers_lib.record_violations(
+            (self.fidelity_violations, self.robustness_violations, self.violation_counts),
+            index, valid, fidelity_violation, robustness_violation, replica_ctx)
         return self._step_logs(x, y, logits, adv_logits, loss, l1, fidelity_violation,
                                robustness_violation, sample_weight, others_loss)
 
@@ -667,12 +613,12 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
         if adv_logits is not None:
             self.adv_accuracy_tracker.update_state(y, adv_logits)
         y_pred = logits if self._outputs_logits else tf.nn.softmax(logits)
-        return _for_multi_worker(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+        return replicas.for_multi_worker(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
 
     def test_step(self, data):
-        x, y, _, sample_weight = self._unpack(data)
+        x, y, _, sample_weight = example_index.unpack(data)
         logs = super().test_step((x, y) if sample_weight is None else (x, y, sample_weight))
-        return _for_multi_worker({k: v for k, v in logs.items() if k not in TRAINING_METRICS})
+        return replicas.for_multi_worker({k: v for k, v in logs.items() if k not in TRAINING_METRICS})
 
     # ------------------------------------------------------------ config
 
@@ -688,20 +634,16 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             "temperature": self.temperature,
             "robust_target": self.robust_target,
             "batch_norm": self.batch_norm,
-            "pattern": self.pattern,
+            "sparsity_term": self.sparsity_term,
             "initial_multiplier": self.initial_multiplier,
             "num_examples": self.num_examples,
             "from_logits": self.from_logits,
             "name": self.name,
             # Which of the student's weights carry masks (positions in
             # `student.weights`), so that from_config can re-attach them.
-            "masked_weights": self._masked_weight_positions(),
+            "masked_weights": masked_weight_positions(self),
             **self.heads.config(),
         }
-
-    def _masked_weight_positions(self):
-        masked = {id(w) for w, _ in self._pruned_weights()}
-        return [i for i, w in enumerate(self.student.weights) if id(w) in masked]
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -710,11 +652,7 @@ class DeadwoodModel(compat.TrainerOverrides, keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects)
-        positions = config.pop("masked_weights", None)
-        student = config["student"]
-        if positions is not None and not prune.pruned_weights(student):
-            # Ones for now: loading the file then restores the saved masks.
-            weights = student.weights
-            for i in positions:
-                masks.attach_mask(weights[i])
+        reattach_masks(config["student"], config.pop("masked_weights", None))
+        if "pattern" in config:  # a file saved before `sparsity_term`
+            config["sparsity_term"] = _PATTERN_TERMS[config.pop("pattern")]
         return cls(**config)

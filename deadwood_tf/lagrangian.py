@@ -18,6 +18,8 @@ have shape `[batch]`.
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -68,3 +70,58 @@ def batch_mean(per_example, sample_weight=None, count=None):
     if count is None:
         count = tf.shape(per_example)[0]
     return tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(count, per_example.dtype))
+
+
+def mean_violations(violation_sums, counts):
+    """Per-example mean violation since the last reset: `sums / max(counts, 1)`
+    (0 where an example was not seen). All `[num_examples]`."""
+    return tf.convert_to_tensor(violation_sums) / tf.maximum(tf.convert_to_tensor(counts), 1.0)
+
+
+def dual_update(multipliers, mean_violations, step_size, max_multiplier):
+    """The dual step of one constraint: `clip(m + step_size * v, 0, max_multiplier)`.
+
+    `multipliers`, `mean_violations`: `[num_examples]` (`lam` and `v`, or `mu`
+    and `u`); returns the new multipliers, for the caller to assign.
+
+    >>> import numpy as np
+    >>> [float(m) for m in dual_update(np.float32([1.0, 9.0]), np.float32([0.5, 2.0]), 2.0, 10.0)]
+    [2.0, 10.0]
+    """
+    return tf.clip_by_value(tf.convert_to_tensor(multipliers) + step_size * mean_violations,
+                            0.0, max_multiplier)
+
+
+def group_lasso(slices, group_sizes):
+    """`Omega_g(w) = sum_g sqrt(n_g) * ||(W * M)_g||_2 / P`, in float32.
+
+    Each group's L2 norm over all its masked kernel slices, weighted by the
+    square root of its size `n_g` (so that with one weight per group it is the
+    L1 term `sum |w| / P`), divided by `P = sum_g n_g` (1 if there is none).
+
+    Args:
+      slices: `(w, axes, ids)` triples: `w` a masked kernel `W * M`, `axes`
+        the axes summed over (all but the channel axis), `ids` the group of
+        each channel along the remaining axis, `len(group_sizes)` for a
+        channel in no group.
+      group_sizes: `n_g` per group (numbers of kernel weights).
+
+    A group whose weights are all 0 (cut) adds 0 and gets no gradient (the
+    square root's slope at 0 is infinite).
+
+    >>> import numpy as np
+    >>> w = np.float32([[3.0, 0.0], [4.0, 1.0]])   # norms 5 and 1, sizes 2: (5 + 1) * sqrt(2) / 4
+    >>> round(float(group_lasso([(w, (0,), np.int32([0, 1]))], [2, 2])), 4)
+    2.1213
+    """
+    sizes = np.asarray(group_sizes, np.float32)
+    num = len(sizes)
+    weights = np.sqrt(np.concatenate([sizes, np.zeros([1], np.float32)]))
+    total = float(sum(int(n) for n in group_sizes)) or 1.0
+    energy = 0.0
+    for w, axes, ids in slices:
+        per_position = keras.ops.sum(keras.ops.square(keras.ops.cast(w, "float32")), axes)
+        energy = energy + keras.ops.segment_sum(per_position, ids, num_segments=num + 1)
+    safe = keras.ops.where(energy > 0, energy, 1.0)
+    norms = keras.ops.where(energy > 0, keras.ops.sqrt(safe), 0.0)
+    return keras.ops.sum(norms * weights) / total

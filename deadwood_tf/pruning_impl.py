@@ -31,8 +31,14 @@ def check_sparsity(value, name: str = "target_sparsity") -> float:
     return float(value)
 
 
-def _keep_counts(sizes: Sequence[int], min_keep) -> list[int]:
-    """Per-layer number of weights that the layer-collapse guard protects."""
+def keep_counts(sizes: Sequence[int], min_keep) -> list[int]:
+    """Per layer, the number of weights that the layer-collapse guard `min_keep`
+    protects (`min_keep`: an int >= 0 of weights, or a fraction in [0, 1] of each
+    layer); a ValueError names `min_keep` otherwise.
+
+    >>> keep_counts([10, 3], 5), keep_counts([10, 3], 0.5)
+    ([5, 3], [5, 2])
+    """
     if isinstance(min_keep, bool) or min_keep is None:
         min_keep = 0
     if isinstance(min_keep, (int, np.integer)) and min_keep >= 0:
@@ -182,75 +188,80 @@ def keep_masks(
         raise ValueError(
             "Invalid value for argument `pattern`: 'channel' cuts whole channel groups "
             "found in the model's graph; use prune.apply_sparsity or "
-            "channel_groups.cut_channels. Received: pattern='channel'")
+            "prune.cut_channels. Received: pattern='channel'")
     if scope not in SCOPES:
         raise ValueError(
             f"Invalid value for argument `scope`: expected one of {SCOPES}. "
             f"Received: scope={scope!r}"
         )
     flat = [np.asarray(s, dtype=np.float64).ravel() for s in scores]
-    sizes = [f.size for f in flat]
-    protected_counts = _keep_counts(sizes, min_keep)
+    protected_counts = keep_counts([f.size for f in flat], min_keep)
     forced = [np.zeros(f.size, dtype=bool) for f in flat]
     if pattern is not None and pattern[0] == "nm":
         forced = [_nm_pruned(f.reshape(np.shape(s)), pattern[1], pattern[2])
                   for f, s in zip(flat, scores)]
         flat = [np.where(fo, -1.0 - np.abs(f), f) for f, fo in zip(flat, forced)]
-
-    # Units: what is pruned as a whole (a weight, or a block of weights).
-    units = []  # per layer: (unit index of each weight, unit scores, unit sizes)
-    for f, s in zip(flat, scores):
-        if pattern is not None and pattern[0] == "block":
-            idx, n_units = _block_units(np.shape(s), pattern[1], pattern[2])
-            size = np.bincount(idx, minlength=n_units)
-            rms = np.sqrt(np.bincount(idx, np.maximum(f, 0.0) ** 2, n_units) / np.maximum(size, 1))
-            dead = np.bincount(idx, f < 0, n_units) > 0
-            units.append((idx, np.where(dead, -1.0, rms), size))
-        else:
-            units.append((np.arange(f.size), f, np.ones(f.size, dtype=np.int64)))
-
-    # Candidates for pruning: all units but each layer's protected top ones.
-    candidates = []
-    for (_, u_score, u_size), keep in zip(units, protected_counts):
-        cand = np.ones(u_score.size, dtype=bool)
-        if keep:
-            # Stable sort of the negated scores: among ties, the later unit is protected.
-            top = u_score.size - 1 - np.argsort(-u_score[::-1], kind="stable")
-            n_top = int(np.searchsorted(np.cumsum(u_size[top]), keep)) + 1
-            cand[top[:n_top]] = False
-        candidates.append(cand)
-
-    def choose(u_scores, u_sizes, cand, k):
-        """Flags on the lowest-scoring candidate units whose sizes add up to at most k."""
-        order = np.flatnonzero(cand)
-        order = order[np.argsort(u_scores[order], kind="stable")]
-        n = int(np.searchsorted(np.cumsum(u_sizes[order]), k, side="right"))
-        flags = np.zeros(u_scores.size, dtype=bool)
-        flags[order[:n]] = True
-        return flags
-
-    def target(n_weights, n_forced):
-        return max(num_to_prune(sparsity, n_weights), n_forced)
-
+    units = [_units(f, np.shape(s), pattern) for f, s in zip(flat, scores)]
+    candidates = [_candidates(u_score, u_size, keep)
+                  for (_, u_score, u_size), keep in zip(units, protected_counts)]
     if scope == "global":
-        total = sum(sizes)
-        k = target(total, sum(int(f.sum()) for f in forced))
-        available = sum(int(u[2][c].sum()) for u, c in zip(units, candidates))
-        if k > available:
-            raise ValueError(
-                f"Invalid value for argument `min_keep`: it protects "
-                f"{total - available} of {total} weights, so pruning "
-                f"{k} (sparsity={sparsity}) is impossible. Received: min_keep={min_keep!r}"
-            )
-        flags = choose(np.concatenate([u[1] for u in units]) if units else np.zeros(0),
-                       np.concatenate([u[2] for u in units]) if units else np.zeros(0, int),
-                       np.concatenate(candidates) if candidates else np.zeros(0, bool), k)
-        offsets = np.cumsum([0] + [u[1].size for u in units])
-        unit_flags = [flags[offsets[i]: offsets[i + 1]] for i in range(len(units))]
+        unit_flags = _global_flags(units, candidates, flat, forced, sparsity, min_keep)
     else:
         unit_flags = []
         for (_, u_score, u_size), cand, f, fo in zip(units, candidates, flat, forced):
-            k = min(target(f.size, int(fo.sum())), int(u_size[cand].sum()))
-            unit_flags.append(choose(u_score, u_size, cand, k))
+            k = min(max(num_to_prune(sparsity, f.size), int(fo.sum())),
+                    int(u_size[cand].sum()))
+            unit_flags.append(_choose(u_score, u_size, cand, k))
     pruned = [uf[u[0]] | fo for uf, u, fo in zip(unit_flags, units, forced)]
     return [~p.reshape(np.shape(s)) for p, s in zip(pruned, scores)]
+
+
+def _units(flat: np.ndarray, shape, pattern):
+    """What is pruned as a whole (a weight, or a block of weights) in one layer:
+    `(unit index of each weight, unit scores, unit sizes)`."""
+    if pattern is not None and pattern[0] == "block":
+        idx, n_units = _block_units(shape, pattern[1], pattern[2])
+        size = np.bincount(idx, minlength=n_units)
+        rms = np.sqrt(np.bincount(idx, np.maximum(flat, 0.0) ** 2, n_units) / np.maximum(size, 1))
+        dead = np.bincount(idx, flat < 0, n_units) > 0
+        return idx, np.where(dead, -1.0, rms), size
+    return np.arange(flat.size), flat, np.ones(flat.size, dtype=np.int64)
+
+
+def _candidates(u_score, u_size, keep: int) -> np.ndarray:
+    """Units that may be pruned: all but the layer's `keep` protected top weights."""
+    cand = np.ones(u_score.size, dtype=bool)
+    if keep:
+        # Stable sort of the negated scores: among ties, the later unit is protected.
+        top = u_score.size - 1 - np.argsort(-u_score[::-1], kind="stable")
+        n_top = int(np.searchsorted(np.cumsum(u_size[top]), keep)) + 1
+        cand[top[:n_top]] = False
+    return cand
+
+
+def _choose(u_scores, u_sizes, cand, k):
+    """Flags on the lowest-scoring candidate units whose sizes add up to at most k."""
+    order = np.flatnonzero(cand)
+    order = order[np.argsort(u_scores[order], kind="stable")]
+    n = int(np.searchsorted(np.cumsum(u_sizes[order]), k, side="right"))
+    flags = np.zeros(u_scores.size, dtype=bool)
+    flags[order[:n]] = True
+    return flags
+
+
+def _global_flags(units, candidates, flat, forced, sparsity, min_keep):
+    """Per layer, the units pruned by one threshold over all layers."""
+    total = sum(f.size for f in flat)
+    k = max(num_to_prune(sparsity, total), sum(int(f.sum()) for f in forced))
+    available = sum(int(u[2][c].sum()) for u, c in zip(units, candidates))
+    if k > available:
+        raise ValueError(
+            f"Invalid value for argument `min_keep`: it protects "
+            f"{total - available} of {total} weights, so pruning "
+            f"{k} (sparsity={sparsity}) is impossible. Received: min_keep={min_keep!r}"
+        )
+    flags = _choose(np.concatenate([u[1] for u in units]) if units else np.zeros(0),
+                    np.concatenate([u[2] for u in units]) if units else np.zeros(0, int),
+                    np.concatenate(candidates) if candidates else np.zeros(0, bool), k)
+    offsets = np.cumsum([0] + [u[1].size for u in units])
+    return [flags[offsets[i]: offsets[i + 1]] for i in range(len(units))]

@@ -92,7 +92,7 @@ def make_deadwood_model(config, teacher, num_examples: int) -> DeadwoodModel:
         temperature=d.temperature, robust_target=d.robust_target,
         initial_multiplier=d.initial_multiplier, num_examples=num_examples,
         batch_norm=d.batch_norm,
-        pattern="channel" if config.prune.get("pattern") == "channel" else None)
+        sparsity_term="group_lasso" if config.prune.get("pattern") == "channel" else "l1")
 
 
 def per_epoch_attack(config) -> attacks_lib.Attack:

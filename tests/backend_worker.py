@@ -120,7 +120,8 @@ def main(path):
         int(np.count_nonzero(g.reshape(g.shape[0], -1, 4), axis=-1).max())
         for g in groups if g.shape[1] % 4 == 0)
     channels = dw.prune_model(cnn())
-    result["channel_macs_removed"] = dw.apply_sparsity(channels, 0.5, pattern="channel")
+    result["channel_macs_removed"] = dw.apply_sparsity(channels, 0.5, pattern="channel",
+                                                       unit="macs", round_to=1)
     result["shrunk_max_diff"] = float(np.max(np.abs(
         shrink.shrink_model(channels).predict(x, verbose=0) - channels.predict(x, verbose=0))))
     teacher = cnn()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import deadwood_tf as dw
-from deadwood_tf import attacks, callbacks
+from deadwood_tf import attacks, callbacks, pruning_schedule
 from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.benchmarks import runner, tables
 from deadwood_tf.benchmarks.config import benchmark_config
@@ -162,9 +162,10 @@ def test_the_callback_factory_reads_the_pipeline_config():
     c.prune.solve_epochs = 2
     c.deadwood.finetune_sparsity_weight = -1.0
     cb = callbacks.from_config(c, target_sparsity=0.8, verbose=0)
-    assert (cb.target_sparsity, cb.schedule, cb.prune_epoch) == (0.8, "one_shot", 2)
+    assert (cb.target_sparsity, cb.prune_epoch) == (0.8, 2)
+    assert isinstance(cb.schedule, pruning_schedule.OneShot) and cb.schedule.epochs == 2
     assert cb.finetune_sparsity_weight is None and cb.verbose == 0
-    assert callbacks.from_config(default_config()).schedule == "gradual"
+    assert isinstance(callbacks.from_config(default_config()).schedule, pruning_schedule.Cubic)
     bad = ml_collections.ConfigDict(c.to_dict())
     bad.prune.schedule = "sudden"
     with pytest.raises(ValueError, match="`schedule`"):

@@ -145,9 +145,9 @@ def test_group_cut_keeps_old_cuts_and_reaches_the_flops_target():
     model = branches()
     pruned = dw.prune_model(model)
     groups = cg.channel_groups(pruned)
-    first = cg.cut_channels(pruned, 0.3, groups=groups)
+    first = dw.cut_channels(pruned, 0.3, groups=groups, round_to=1)
     cut1 = cg.zero_groups(pruned, groups)
-    second = cg.cut_channels(pruned, 0.6, groups=groups)
+    second = dw.cut_channels(pruned, 0.6, groups=groups, round_to=1)
     cut2 = cg.zero_groups(pruned, groups)
     assert np.all(cut2[cut1]) and cut2.sum() > cut1.sum()
     assert first["flops_removed"] >= 0.3 and second["flops_removed"] >= 0.6
@@ -200,7 +200,7 @@ def test_cut_channels_round_to_gives_aligned_widths_that_shrink_exactly():
     x = L.GlobalAveragePooling2D()(x)
     model = _randomize_norms(keras.Model(inp, L.Dense(4, name="logits")(x)))
     pruned = dw.prune_model(model)
-    info = cg.cut_channels(pruned, 0.4, round_to=8)
+    info = dw.cut_channels(pruned, 0.4, round_to=8)
     assert info["flops_removed"] >= 0.4
     x = np.random.default_rng(1).uniform(0, 1, (8, 8, 8, 3)).astype("float32")
     small = shrink_model(pruned, sample_inputs=x)
@@ -213,7 +213,7 @@ def test_cut_channels_round_to_gives_aligned_widths_that_shrink_exactly():
     with pytest.raises(ValueError, match="`round_to`"):
         dw.DeadwoodCallback(0.5, round_to=8)
     with pytest.raises(ValueError, match="`round_to`"):
-        dw.DeadwoodCallback(0.5, pattern="channel", round_to=0)
+        dw.DeadwoodCallback(0.5, pattern="channel", unit="macs", round_to=0)
 
 
 def test_scores_divide_by_size_or_macs():
@@ -228,7 +228,8 @@ def test_scores_divide_by_size_or_macs():
 def test_shrunk_model_matches_the_masked_one_and_is_smaller(build, tmp_path):
     model = build()
     pruned = dw.prune_model(model)
-    cg.cut_channels(pruned, 0.5, normalize="size")  # the score that cuts parameters most
+    # The score that cuts parameters most.
+    dw.cut_channels(pruned, 0.5, normalize="size", round_to=1)
     x = np.random.default_rng(1).uniform(0, 1, (16, *model.input_shape[1:])).astype("float32")
     small = shrink_model(pruned, sample_inputs=x)
     ref = keras.ops.convert_to_numpy(pruned(x))
@@ -244,7 +245,7 @@ def test_shrunk_model_matches_the_masked_one_and_is_smaller(build, tmp_path):
 def test_rounding_keeps_multiples_and_stays_exact():
     model = residual()
     pruned = dw.prune_model(model)
-    cg.cut_channels(pruned, 0.5)
+    dw.cut_channels(pruned, 0.5, round_to=1)
     small = shrink_model(pruned, round_to=4)
     widths = [l.filters for l in small.layers if isinstance(l, L.Conv2D)]
     full = [6, 5, 6]
@@ -258,7 +259,7 @@ def test_shrink_stays_exact_when_fine_tuning_moves_a_cut_channels_beta():
     model = residual()
     pruned = dw.prune_model(model)
     groups = cg.channel_groups(pruned)
-    cg.cut_channels(pruned, 0.5, groups=groups)
+    dw.cut_channels(pruned, 0.5, groups=groups, round_to=1)
     cut = np.flatnonzero(cg.zero_groups(pruned, groups))
     moved = 0
     for i in cut:  # as fine-tuning would: beta and bias of cut channels move
@@ -284,7 +285,8 @@ def test_shrink_stays_exact_when_fine_tuning_moves_a_cut_channels_beta():
 def test_shrunk_model_exports_dense_float_and_int8(tmp_path, seed, widened):
     keras.utils.set_random_seed(seed)
     pruned = dw.prune_model(residual())
-    cg.cut_channels(pruned, 0.5, normalize="size")  # the cut that leaves c1 1 channel
+    # The cut that leaves c1 1 channel.
+    dw.cut_channels(pruned, 0.5, normalize="size", round_to=1)
     small = shrink_model(pruned)
     x = np.random.default_rng(2).uniform(0, 1, (32, 8, 8, 3)).astype("float32")
     for quantize in (None, "int8"):
@@ -302,7 +304,7 @@ def test_group_lasso_is_the_weighted_sum_of_group_norms_and_ignores_cut_groups()
 
     pruned = dw.prune_model(residual())
     groups = cg.channel_groups(pruned)
-    cg.cut_channels(pruned, 0.4, groups=groups)
+    dw.cut_channels(pruned, 0.4, groups=groups, round_to=1)
     term = cg.group_lasso(pruned, groups)
     sizes = np.array([g.size for g in groups.groups])
     expected = np.sum(np.sqrt(cg.group_energies(pruned, groups) * sizes)) / sizes.sum()
@@ -332,7 +334,7 @@ def test_layer_score_ranks_each_group_against_its_own_layer():
     kept = {}
     for normalize in ("layer", "size"):
         pruned = dw.prune_model(model)
-        cg.cut_channels(pruned, 0.5, normalize=normalize)
+        dw.cut_channels(pruned, 0.5, normalize=normalize, round_to=1)
         mask = keras.ops.convert_to_numpy(mask_of(pruned.get_layer("c1").kernel))
         kept[normalize] = int(np.sum(np.any(mask != 0, axis=(0, 1, 2))))
     assert kept["size"] == 1 and kept["layer"] >= 3  # "size" empties the small layer
@@ -351,7 +353,8 @@ def test_filter_l1_ranks_per_layer_cut_the_same_fraction_of_each_layer_lowest_fi
         m = np.asarray(members)
         assert sorted(ranks[m]) == pytest.approx((np.arange(len(m)) + 1) / len(m))
         assert np.all(np.diff(norms[m][np.argsort(ranks[m])]) >= 0)  # rank follows L1
-    cg.cut_channels(pruned, 0.5, normalize="none", groups=groups, energies=ranks)
+    dw.cut_channels(pruned, 0.5, normalize="none", groups=groups, energies=ranks,
+                    round_to=1)
     cut = cg.zero_groups(pruned, groups)
     fractions = [cut[np.asarray(m)].mean() for m in families.values()]
     assert max(fractions) - min(fractions) <= max(1 / len(m) for m in families.values()) + 1e-9
@@ -359,11 +362,11 @@ def test_filter_l1_ranks_per_layer_cut_the_same_fraction_of_each_layer_lowest_fi
 
 def test_apply_sparsity_channel_pattern_cuts_flops_and_keep_masks_refuses_it():
     pruned = dw.prune_model(branches())
-    removed = dw.apply_sparsity(pruned, 0.5, pattern="channel")
+    removed = dw.apply_sparsity(pruned, 0.5, pattern="channel", unit="macs", round_to=1)
     assert removed >= 0.5
     assert cg.zero_groups(pruned, cg.channel_groups(pruned)).any()
     with pytest.raises(ValueError, match="`scope`"):
-        dw.apply_sparsity(pruned, 0.6, scope="layer", pattern="channel")
+        dw.apply_sparsity(pruned, 0.6, scope="layer", pattern="channel", unit="macs")
     from deadwood_tf import pruning_impl
 
     with pytest.raises(ValueError, match="channel"):
@@ -378,15 +381,59 @@ def test_structured_deadwood_trains_cuts_groups_and_shrinks(digits):
     h = L.Dense(16, activation="relu", name="fc")(L.Flatten()(L.MaxPooling2D()(h)))
     teacher = keras.Model(inp, L.Dense(10, name="logits")(h))
     student = dw.prune_model(teacher)
-    model = dw.DeadwoodModel(student, teacher, attack=dw.FGSM(0.05), pattern="channel",
-                             sparsity_weight=1.0)
+    model = dw.DeadwoodModel(student, teacher, attack=dw.FGSM(0.05),
+                             sparsity_term="group_lasso", sparsity_weight=1.0)
     model.compile(keras.optimizers.Adam(1e-3))
     history = model.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0, callbacks=[
-        dw.DeadwoodCallback(0.5, prune_epoch=1, pattern="channel", verbose=0)])
+        dw.DeadwoodCallback(0.5, prune_epoch=1, pattern="channel", unit="macs", round_to=1,
+                            verbose=0)])
     assert history.history["flops_removed"][-1] >= 0.5
     groups = cg.channel_groups(student)
-    assert model.get_config()["pattern"] == "channel"
+    assert model.get_config()["sparsity_term"] == "group_lasso"
     small = shrink_model(model, sample_inputs=x[:16])
     assert cg.channel_groups(small).total_macs <= 0.5 * groups.total_macs
-    with pytest.raises(ValueError, match="`pattern`"):
-        dw.DeadwoodModel(student, teacher, attack=None, pattern="block")
+    with pytest.raises(ValueError, match="`sparsity_term`"):
+        dw.DeadwoodModel(student, teacher, attack=None, sparsity_term="block")
+
+
+def _wide():
+    x = inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="c0")(x)
+    x = L.Conv2D(24, 3, padding="same", activation="relu", name="c1")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return _randomize_norms(keras.Model(inp, L.Dense(4, name="logits")(x)))
+
+
+def test_channel_cuts_keep_multiples_of_8_by_default():
+    pruned = dw.prune_model(_wide())
+    info = dw.cut_channels(pruned, 0.4)
+    assert info["flops_removed"] >= 0.4
+    small = shrink_model(pruned)
+    widths = [l.filters for l in small.layers if isinstance(l, L.Conv2D)]
+    assert all(w % 8 == 0 for w in widths) and widths != [16, 24], widths
+    # The same default through the callback and apply_sparsity; 1 stays possible.
+    assert dw.DeadwoodCallback(0.5, pattern="channel", unit="macs").round_to == 8
+    assert dw.DeadwoodCallback(0.5).round_to == 1  # weight cuts: no alignment
+    single = dw.prune_model(_wide())
+    dw.apply_sparsity(single, 0.4, pattern="channel", unit="macs", round_to=1)
+    widths = [l.filters for l in shrink_model(single).layers if isinstance(l, L.Conv2D)]
+    assert any(w % 8 for w in widths), widths
+
+
+def test_channel_targets_say_what_they_count_and_old_forms_warn():
+    pruned = dw.prune_model(_wide())
+    with pytest.warns(DeprecationWarning, match="unit='macs'"):
+        removed = dw.apply_sparsity(pruned, 0.3, pattern="channel")
+    assert removed >= 0.3  # still a fraction of MACs
+    with pytest.warns(DeprecationWarning, match="unit='macs'"):
+        assert dw.DeadwoodCallback(0.5, pattern="channel").unit == "macs"
+    with pytest.warns(DeprecationWarning, match="'macs'"):
+        old = dw.cut_channels(dw.prune_model(_wide()), 0.3, unit="flops")
+    assert old == dw.cut_channels(dw.prune_model(_wide()), 0.3, unit="macs")
+    groups = dw.prune_model(_wide())
+    share = dw.apply_sparsity(groups, 0.5, pattern="channel", unit="channels", round_to=1)
+    assert share == pytest.approx(0.5, abs=1 / 40)  # half of the 40 channel groups
+    with pytest.raises(ValueError, match=r"`unit`.*Received: unit='macs'"):
+        dw.DeadwoodCallback(0.5, unit="macs")  # weight cuts count weights
+    with pytest.raises(ValueError, match="`unit`"):
+        dw.apply_sparsity(dw.prune_model(_wide()), 0.5, pattern="channel", unit="weights")

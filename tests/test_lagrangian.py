@@ -48,3 +48,27 @@ def test_batch_mean_plain_weighted_global_and_empty():
     # A replica's share of a global batch of 6 examples.
     assert float(lagrangian.batch_mean(values, count=6)) == pytest.approx(1.0)
     assert float(lagrangian.batch_mean(np.zeros([0], "float32"))) == 0.0
+
+
+def test_dual_update_is_the_clipped_step_on_the_mean_violation():
+    v = lagrangian.mean_violations(np.float32([0.0, 2.0, 30.0, 3.0]), np.float32([0, 1, 1, 2]))
+    np.testing.assert_allclose(v, [0.0, 2.0, 30.0, 1.5])  # unseen: 0, not a division by 0
+    new = lagrangian.dual_update(np.float32([1.0, 1.0, 1.0, 0.0]), v, 0.5, 5.0)
+    np.testing.assert_allclose(new, [1.0, 2.0, 5.0, 0.75])
+
+
+def test_group_lasso_weights_each_group_norm_by_the_root_of_its_size():
+    w = np.float32([[3.0, 0.0, 1.0], [4.0, 0.0, 1.0]])  # channel norms 5, 0, sqrt 2
+    ids = np.int32([0, 1, 3])  # channel 2 in no group (id = number of groups)
+    value = float(lagrangian.group_lasso([(w, (0,), ids)], [4, 2, 9]))
+    assert value == pytest.approx((5 * 2 + 0) / 15, rel=1e-6)  # cut group 1 adds 0
+
+
+@pytest.mark.parametrize("name", ["lagrangian", "pruning_schedule", "example_index",
+                                  "pruning_impl", "channel_groups"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"deadwood_tf.{name}"))
+    assert result.failed == 0 and result.attempted > 0

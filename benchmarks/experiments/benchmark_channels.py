@@ -84,9 +84,9 @@ def _fit(trainer, ds, epochs, callbacks=()):
                     epochs=epochs, verbose=2, callbacks=list(callbacks))
 
 
-def _deadwood(student, teacher, attack, ds, rho, pattern=None):
+def _deadwood(student, teacher, attack, ds, rho, sparsity_term="l1"):
     model = dw.DeadwoodModel(student, teacher, attack=attack, sparsity_weight=rho,
-                             num_examples=ds.num_train, pattern=pattern)
+                             num_examples=ds.num_train, sparsity_term=sparsity_term)
     model.compile(keras.optimizers.Adam(_LR.value))
     return model
 
@@ -94,11 +94,11 @@ def _deadwood(student, teacher, attack, ds, rho, pattern=None):
 def structured(dense, ds, target, attack, normalize=None):
     student = dw.prune_model(dense)
     groups = cg.channel_groups(student)
-    # Omega = the group lasso over the channel groups (pattern="channel").
-    model = _deadwood(student, dense, attack, ds, _RHO.value, pattern="channel")
+    # Omega = the group lasso over the channel groups.
+    model = _deadwood(student, dense, attack, ds, _RHO.value, sparsity_term="group_lasso")
     _fit(model, ds, _SOLVE.value, [DualStep()])
-    info = cg.cut_channels(student, target, normalize=normalize or _NORMALIZE.value,
-                           groups=groups)
+    info = dw.cut_channels(student, target, normalize=normalize or _NORMALIZE.value,
+                           groups=groups, round_to=1)
     model.sparsity_weight_variable.assign(0.0)  # fine-tune: rho = 0, multipliers kept
     _fit(model, ds, _FINETUNE.value, [DualStep()])
     return student, info

@@ -62,10 +62,12 @@ def main(argv):
             pruned = dw.prune_model(dense)
             groups = cg.channel_groups(pruned)
             if criterion == "l1_filter":
-                info = cg.cut_channels(pruned, target, normalize="none", groups=groups,
-                                       energies=cg.filter_l1_norms(pruned, groups))
+                info = dw.cut_channels(pruned, target, normalize="none", groups=groups,
+                                       energies=cg.filter_l1_norms(pruned, groups),
+                                       round_to=1)
             else:
-                info = cg.cut_channels(pruned, target, normalize=criterion, groups=groups)
+                info = dw.cut_channels(pruned, target, normalize=criterion, groups=groups,
+                                       round_to=1)
             for round_to in [int(r) for r in _ROUND.value]:
                 tag = f"{criterion}_{int(target * 100)}_r{round_to}"
                 if _ONLY.value and tag not in _ONLY.value or os.path.exists(

@@ -135,7 +135,7 @@ def l1_filter_at(dense, ds, flops_fraction, *, attack, epochs=6, batch_size=128,
 
     wrapped = prune.prune_model(dense)
     groups = cg.channel_groups(wrapped)
-    cg.cut_channels(wrapped, flops_fraction, normalize="none", groups=groups,
+    prune.cut_channels(wrapped, flops_fraction, normalize="none", groups=groups,
                     energies=cg.filter_l1_norms(wrapped, groups, per_layer=True),
                     round_to=round_to)
     return _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate, seed,

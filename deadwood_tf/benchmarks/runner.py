@@ -451,7 +451,7 @@ def make_deadwood_model(config, switches, teacher, num_train):
         sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
         temperature=d.temperature, robust_target=d.robust_target,
         initial_multiplier=d.initial_multiplier, batch_norm=d.batch_norm,
-        pattern=c.prune.pattern or None,
+        sparsity_term="group_lasso" if c.prune.pattern == "channel" else "l1",
         num_examples=num_train if per_example else None)
     if "fidelity_multiplier" in extra:
         model.ensure_multipliers(num_train if per_example else 1)
