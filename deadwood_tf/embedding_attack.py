@@ -27,12 +27,14 @@ import keras
 import tensorflow as tf
 
 from deadwood_tf import gradient_attacks as attacks_lib
+from deadwood_tf import prune_registry
 
 
 def _find_layer(model, name):
-    found = [l for l in model._flatten_layers(include_self=False) if l.name == name]
+    layers = prune_registry.sublayers(model)
+    found = [l for l in layers if l.name == name]
     if not found:
-        names = sorted({l.name for l in model._flatten_layers(include_self=False)
+        names = sorted({l.name for l in layers
                         if "embed" in l.name.lower() or isinstance(l, keras.layers.Embedding)})
         raise ValueError(
             f"Invalid value for argument `layer`: the model has no layer named {name!r}. "

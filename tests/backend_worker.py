@@ -4,7 +4,7 @@ Run by tests/test_backends.py as `KERAS_BACKEND=<name> python backend_worker.py
 OUT.json`: the backend is chosen when Keras is first imported, and the pytest
 process runs on TensorFlow. Measures, for a small CNN and a small functional
 MLP on scikit-learn's digits, what the test then asserts, and writes it to
-OUT.json.
+OUT.json; on JAX, also the JAX cells of two rows of the model coverage table.
 """
 
 import json
@@ -21,6 +21,9 @@ import deadwood_tf as dw
 from deadwood_tf import masks, pruning_impl, shrink
 
 SPARSITY, SECOND_CUT, CALLBACK_SPARSITY = 0.8, 0.9, 0.7
+# Rows of docs/model_coverage.md whose JAX cell is computed here too (the
+# coverage tool computes them in a JAX process of its own).
+COVERAGE_MODELS = ("subclassed", "two outputs")
 
 
 def cnn():
@@ -132,6 +135,10 @@ def main(path):
         result["deadwood_model_fit"] = "ran"
     except NotImplementedError as e:
         result["deadwood_model_fit"] = str(e)
+    if keras.backend.backend() == "jax":
+        from deadwood_tf.benchmarks import coverage
+
+        result["coverage_cells"] = {name: coverage.jax_cell(name) for name in COVERAGE_MODELS}
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
 

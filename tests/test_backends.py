@@ -7,12 +7,14 @@ CNN and a small functional MLP are pruned and cut, trained with a plain
 after the training step was compiled (the next `fit` sees the new masks),
 stripped, saved and loaded as `.keras`, and cut gradually by
 `DeadwoodCallback` during `fit`. `DeadwoodModel.fit` (TensorFlow only) must
-refuse with a clear error.
+refuse with a clear error. On JAX, the coverage table's JAX cell
+(`coverage.jax_cell`) of a subclassed and a two-output model must be ok.
 """
 
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -83,3 +85,14 @@ def test_structured_cuts(measured):
     assert measured["two_four_worst_group"] == 2
     assert measured["channel_macs_removed"] >= 0.5
     assert measured["shrunk_max_diff"] <= 1e-5
+
+
+def test_coverage_jax_cells_are_ok(measured):
+    if measured["backend"] != "jax":
+        pytest.skip("the coverage table's JAX column runs on JAX only")
+    cells = measured["coverage_cells"]
+    assert set(cells) == {"subclassed", "two outputs"}
+    for name, (ok, text) in cells.items():
+        assert ok, (name, text)
+        assert re.match(r"cut (\d+) = round\(0\.9 \* (\d+)\), \1 masked stay 0 through fit, "
+                        r"\w+ loaded with the same outputs$", text), text

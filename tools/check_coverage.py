@@ -1,14 +1,17 @@
 """Writes docs/model_coverage.md: each model through each step of the pipeline.
 
-  python tools/check_coverage.py [--output=docs/model_coverage.md] [--models=NAME,NAME]
+  python tools/check_coverage.py [--output=docs/model_coverage.md] [--models=NAME,NAME] [--nojax]
 
-Needs keras-hub for the KerasHub rows (`pip install -e ".[test]"`). A failing
-step shows its error in its cell; the run goes on.
+Needs keras-hub for the KerasHub rows and jax for the JAX column (`pip install
+-e ".[test]"`). The JAX column runs in one KERAS_BACKEND=jax process of its
+own, alongside the TensorFlow steps. A failing step shows its error in its
+cell; the run goes on.
 """
 
 import datetime
 import os
 import platform
+import tempfile
 import time
 
 from absl import app, flags
@@ -16,55 +19,65 @@ from absl import app, flags
 _OUTPUT = flags.DEFINE_string("output", "docs/model_coverage.md", "Markdown file to write.")
 _MODELS = flags.DEFINE_list("models", None, "Model names (keys of coverage.MODELS); all by "
                             "default. The other models' rows already in --output are kept.")
+_JAX = flags.DEFINE_bool("jax", True, "Fill the JAX column (a KERAS_BACKEND=jax process).")
 
 
 def main(argv):
     del argv
-    from deadwood_tf import coverage
+    from deadwood_tf.benchmarks import coverage
 
     names = _MODELS.value or list(coverage.MODELS)
     unknown = [n for n in names if n not in coverage.MODELS]
     if unknown:
         raise app.UsageError(f"--models: unknown {unknown}; known: {list(coverage.MODELS)}")
-    rows = []
-    for name in names:
-        start = time.perf_counter()
-        rows.append(coverage.check(name))
-        ok = sum(ok for ok, _ in rows[-1].cells.values())
-        print(f"{name}: {ok}/{len(coverage.STEPS)} steps ok, {time.perf_counter() - start:.0f} s",
-              flush=True)
-        _write(rows, len(names))  # after each row: a long run killed keeps what it did
+    kept = ""
+    if _MODELS.value and os.path.exists(_OUTPUT.value):
+        with open(_OUTPUT.value) as f:
+            kept = f.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        jax_column = coverage.JaxColumn(names, tmp) if _JAX.value else None
+        rows = []
+        for name in names:
+            start = time.perf_counter()
+            rows.append(coverage.check(name))
+            ok = sum(ok for ok, _ in rows[-1].cells.values())
+            print(f"{name}: {ok}/{len(coverage.STEPS)} steps ok, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            # After each row: a long run killed keeps what it did.
+            _write(rows, kept, len(names), jax_column.cells() if jax_column else {})
+        if jax_column:
+            print("waiting for the JAX column", flush=True)
+        jax_cells = jax_column.wait() if jax_column else {}
+    _write(rows, kept, len(names), jax_cells, done=True)
     print(f"wrote {_OUTPUT.value}")
 
 
-def _table(rows):
-    """The table of `rows`; with --models, the other models' rows of the file kept."""
-    from deadwood_tf import coverage
+def _version(package):
+    from importlib import metadata
 
-    new = coverage.markdown(rows).split("\n")
-    if not _MODELS.value or not os.path.exists(_OUTPUT.value):
-        return "\n".join(new)
-    name = lambda line: line[2:].split(" | ")[0]  # noqa: E731
-    kept = {name(l): l for l in open(_OUTPUT.value).read().split("\n")
-            if l.startswith("| ") and not l.startswith("| model |")}
-    kept.update({name(l): l for l in new[2:]})
-    order = [n for n in coverage.MODELS if n in kept] + [n for n in kept
-                                                          if n not in coverage.MODELS]
-    return "\n".join(new[:2] + [kept[n] for n in order])
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
-def _write(rows, planned):
+def _write(rows, kept, planned, jax_cells, done=False):
     import keras
     import tensorflow as tf
 
-    from deadwood_tf import coverage
+    from deadwood_tf.benchmarks import coverage
 
-    pending = "" if len(rows) == planned else (
-        f"\n\n({planned - len(rows)} more models pending when this was written.)")
+    no_jax = "not run: rerun tools/check_coverage.py without --nojax"
+    for row in rows:
+        row.cells["jax"] = jax_cells.get(row.name, (False, no_jax if not _JAX.value else
+                                                     "pending: the JAX process is not there yet"))
+    pending = "" if done else (
+        f"\n\n({planned - len(rows)} more models pending when this was written; "
+        "the JAX column still running.)")
     text = f"""# Model coverage
 
 Written by `python tools/check_coverage.py` ({datetime.date.today()}, Keras {keras.__version__},
-TensorFlow {tf.__version__}, {platform.machine()}). Each model is tiny (inputs 32x32 or
+TensorFlow {tf.__version__}, JAX {_version("jax")}, {platform.machine()}). Each model is tiny (inputs 32x32 or
 16x16, sequences of 8 tokens, 2 transformer layers of width 16), built from its
 arguments without weights, trained on {coverage.NUM_EXAMPLES} random examples for one epoch: this
 shows that each step works on the architecture, not accuracy.
@@ -93,8 +106,15 @@ Columns, in pipeline order:
   The converter stores identical constants once (all-zero kernels of one shape share a
   tensor), so the stored tensors' own sparsity is lower where whole kernels were cut; the
   cell says so.
+- **JAX**: the same model built under `KERAS_BACKEND=jax` (all models in one process of
+  their own): `prune_model`; a plain `fit` (AdamW, one epoch) with
+  `DeadwoodCallback(0.9, prune_epoch=0)`, which cuts to exactly `round(0.9 * P)` before
+  training; every masked weight exactly zero after it and kept weights moved;
+  `strip_pruning`; `.keras` save and `load_model(safe_mode=True)` with the same outputs.
+  `DeadwoodModel` (the dual step, the attacks) and `export_tflite` run on TensorFlow only,
+  so the other columns are TensorFlow's.
 
-{_table(rows)}{pending}
+{coverage.markdown(rows, kept)}{pending}
 """
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
     with open(_OUTPUT.value, "w") as f:
