@@ -23,7 +23,7 @@ from deadwood_tf.prune_registry import register_prunable
 from deadwood_tf.channel_groups import cut_channels
 from deadwood_tf.shrink import shrink_model
 
-__version__ = "0.1.0"
+from deadwood_tf.provenance import VERSION as __version__
 
 __all__ = [
     "DeadwoodCallback",
