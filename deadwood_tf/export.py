@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deadwood_tf import compat, prune, signature
+from deadwood_tf import atomic, compat, prune, signature
 from deadwood_tf.litert import interpreter as _interpreter
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
@@ -623,18 +623,7 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
     scores, keras_scores = got[first], reference[first]
     agreement = float(np.mean(scores.argmax(-1) == keras_scores.argmax(-1)))
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tflite.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    path = atomic.write_bytes(os.fspath(path), content)
     accuracy = keras_accuracy = None
     if sample_labels is not None:
         accuracy = float(np.mean(scores.argmax(-1) == sample_labels))
