@@ -10,6 +10,7 @@ import ml_collections
 
 
 def default_config() -> ml_collections.ConfigDict:
+    """Every setting of the pipeline, at its default."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     # tf.distribute: one_device (no strategy: XLA stays on) | mirrored (this
@@ -18,84 +19,127 @@ def default_config() -> ml_collections.ConfigDict:
     # Any keras.optimizers name (adam, adamw, sgd, rmsprop, ...); the learning
     # rates are per phase (teacher.learning_rate, deadwood.learning_rate).
     c.optimizer = "adam"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"          # digits | mnist | fashion_mnist | cifar10 | npz
-    c.data.path = ""                # .npz in Keras' layout, or of JPEG bytes (cifar10_jpeg.npz)
-    c.data.num_train = 0            # 0: all
-    c.data.num_test = 0
-    c.data.batch_size = 128
-    c.data.augment = False          # pad 4, random crop, horizontal flip (training only; images)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "small_cnn"      # mlp | lenet5 | small_cnn | vgg | resnet
-    c.model.width = 0               # 0: the architecture's default
-    c.model.depth = 0
-
+    c.data = _data()
+    c.model = _model()
     c.teacher_path = ""             # a trained .keras model; empty: train one
-    c.teacher = ml_collections.ConfigDict()
-    c.teacher.epochs = 8            # natural training
-    c.teacher.adversarial_epochs = 6  # then adversarial training with `attack`
-    c.teacher.learning_rate = 1e-3
+    c.teacher = _teacher()
+    c.attack = _attack()
+    c.deadwood = _deadwood()
+    c.prune = _prune()
+    c.eval = _eval()
+    c.export = _export()
+    c.report = _report()
+    return c
 
-    # The attack that makes training examples (teacher AT and Deadwood).
-    c.attack = ml_collections.ConfigDict()
-    c.attack.name = "pgd"           # pgd | fgsm
-    c.attack.norm = "linf"
-    c.attack.eps = 0.2
-    c.attack.steps = 5
-    c.attack.step_size = 0.05
-    c.attack.random_start = True
-    c.attack.clip_min = 0.0
-    c.attack.clip_max = 1.0
 
-    c.deadwood = ml_collections.ConfigDict()
-    c.deadwood.fidelity_bound = 0.0
-    c.deadwood.robustness_bound = 0.0
-    c.deadwood.sparsity_weight = 50.0
-    c.deadwood.label_weight = 0.0
-    c.deadwood.temperature = 1.0
-    c.deadwood.robust_target = "label"     # label | teacher
-    c.deadwood.initial_multiplier = 1.0
+def _data() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.name = "digits"          # digits | mnist | fashion_mnist | cifar10 | npz
+    s.path = ""                # .npz in Keras' layout, or of JPEG bytes (cifar10_jpeg.npz)
+    s.num_train = 0            # 0: all
+    s.num_test = 0
+    s.batch_size = 128
+    s.augment = False          # pad 4, random crop, horizontal flip (training only; images)
+    return s
+
+
+def _model() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.name = "small_cnn"      # mlp | lenet5 | small_cnn | vgg | resnet
+    s.width = 0               # 0: the architecture's default
+    s.depth = 0
+    return s
+
+
+def _teacher() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.epochs = 8            # natural training
+    s.adversarial_epochs = 6  # then adversarial training with `attack`
+    s.learning_rate = 1e-3
+    return s
+
+
+def _attack() -> ml_collections.ConfigDict:
+    """The attack that makes training examples (teacher AT and Deadwood)."""
+    s = ml_collections.ConfigDict()
+    s.name = "pgd"           # pgd | fgsm
+    s.norm = "linf"
+    s.eps = 0.2
+    s.steps = 5
+    s.step_size = 0.05
+    s.random_start = True
+    s.clip_min = 0.0
+    s.clip_max = 1.0
+    return s
+
+
+def _deadwood() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.fidelity_bound = 0.0
+    s.robustness_bound = 0.0
+    s.sparsity_weight = 50.0
+    s.label_weight = 0.0
+    s.temperature = 1.0
+    s.robust_target = "label"     # label | teacher
+    s.initial_multiplier = 1.0
     # separate: clean and adversarial inputs through the student as two batches (own
     # batch-norm statistics each) | joint: one batch; DeadwoodModel's `batch_norm`
-    c.deadwood.batch_norm = "separate"
-    c.deadwood.dual_step_size = 3.0
-    c.deadwood.max_multiplier = 10.0
-    c.deadwood.finetune_sparsity_weight = 0.0  # >= 0: rho after the final cut; < 0: keep rho
-    c.deadwood.learning_rate = 1e-3
+    s.batch_norm = "separate"
+    s.dual_step_size = 3.0
+    s.max_multiplier = 10.0
+    s.finetune_sparsity_weight = 0.0  # >= 0: rho after the final cut; < 0: keep rho
+    s.learning_rate = 1e-3
+    return s
 
-    c.prune = ml_collections.ConfigDict()
-    c.prune.target_sparsity = 0.9
-    c.prune.schedule = "gradual"    # gradual: cubic, global, at each solve epoch end | one_shot
-    c.prune.power = 3
-    c.prune.scope = "global"        # global | layer
-    c.prune.min_keep = 0
-    c.prune.pattern = ""            # "" | block "1x4", "4x4" (input x output axis) | N:M "2:4" | "channel" (target = MACs fraction; shrunk model)
-    c.prune.round_to = 1            # channel: each layer keeps a multiple of it (8: SIMD-aligned, fast)
-    c.prune.solve_epochs = 3
-    c.prune.finetune_epochs = 3
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.eps = 0.2
-    c.eval.fgsm = True
-    c.eval.pgd_steps = 20
-    c.eval.pgd_step_size = 0.02
-    c.eval.num_examples = 0         # 0: the whole test set
-    c.eval.per_epoch_examples = 500  # PGD accuracy after each epoch, on a subset
-    c.eval.per_epoch_pgd_steps = 10
+def _prune() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.target_sparsity = 0.9
+    s.schedule = "gradual"    # gradual: cubic, global, at each solve epoch end | one_shot
+    s.power = 3
+    s.scope = "global"        # global | layer
+    s.min_keep = 0
+    s.pattern = ""            # "" | block "1x4", "4x4" (input x output axis) | N:M "2:4" | "channel" (target = MACs fraction; shrunk model)
+    s.round_to = 1            # channel: each layer keeps a multiple of it (8: SIMD-aligned, fast)
+    s.solve_epochs = 3
+    s.finetune_epochs = 3
+    return s
 
-    c.export = ml_collections.ConfigDict()
-    c.export.sparse = True
-    c.export.quantize = ""          # "" | dynamic | float16 | int8 (calibrated on training inputs)
 
-    # report.md's "before / after" table: the teacher is exported like the
-    # student (teacher.tflite) and both files are timed with LiteRT, 1 and 2
-    # threads, interleaved (`litert.time_files`).
-    c.report = ml_collections.ConfigDict()
-    c.report.latency_rounds = 10    # 0: no timing
-    c.report.latency_invokes = 20   # single-example invokes per round
-    return c
+def eval_attacks() -> ml_collections.ConfigDict:
+    """The evaluation's attacks (`attacks.eval_attacks_from_config`): FGSM
+    (`fgsm`) and PGD at `eps`; the `eval` section of the pipeline and the benchmark."""
+    s = ml_collections.ConfigDict()
+    s.eps = 0.2
+    s.fgsm = True
+    s.pgd_steps = 20
+    s.pgd_step_size = 0.02
+    return s
+
+
+def _eval() -> ml_collections.ConfigDict:
+    s = eval_attacks()
+    s.num_examples = 0         # 0: the whole test set
+    s.per_epoch_examples = 500  # PGD accuracy after each epoch, on a subset
+    s.per_epoch_pgd_steps = 10
+    return s
+
+
+def _export() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.sparse = True
+    s.quantize = ""          # "" | dynamic | float16 | int8 (calibrated on training inputs)
+    return s
+
+
+def _report() -> ml_collections.ConfigDict:
+    """report.md's "before / after" table: the teacher is exported like the
+    student (teacher.tflite) and both files are timed with LiteRT, 1 and 2
+    threads, interleaved (`litert.time_files`)."""
+    s = ml_collections.ConfigDict()
+    s.latency_rounds = 10    # 0: no timing
+    s.latency_invokes = 20   # single-example invokes per round
+    return s
 
 
 def _get(config, name: str):

@@ -253,6 +253,20 @@ def load_jpeg_npz(path: str, cache: str | None = None, known: dict | None = None
         pixels with another sha256.
     """
     known = JPEG_FILES if known is None else known
+    file_sha = _known_sha256(path, known)
+    expect = known[file_sha]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = f"{stem}-{file_sha[:16]}.npz"
+    folder = cache_dir(cache)
+    arrays = _read_cache(os.path.join(folder, name), expect, path)
+    if arrays is None:
+        arrays = _decode_checked(_read_jpeg_arrays(path), expect, path)
+        _write_cache(folder, name, arrays, path)
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _known_sha256(path, known) -> str:
+    """The sha256 of the file at `path`, one of `known`'s; else a clear error."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"Invalid value for `data.path`: no file at {path!r}. "
                                 "Expected an .npz of JPEG bytes, e.g. "
@@ -267,22 +281,28 @@ def load_jpeg_npz(path: str, cache: str | None = None, known: dict | None = None
             f"Invalid file for `data.path`: {path} is not a known JPEG file, so its pixels "
             f"cannot be checked. Expected: {expected}. Received: sha256 {file_sha} "
             f"({size:,} bytes).{hint} Copy the file again, or pass its entry in `known`.")
-    expect = known[file_sha]
-    stem = os.path.splitext(os.path.basename(path))[0]
-    name = f"{stem}-{file_sha[:16]}.npz"
-    folder = cache_dir(cache)
-    cached = os.path.join(folder, name)
-    if os.path.exists(cached):
-        try:
-            with np.load(cached) as f:
-                arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-            bad = [k for k in ("x_train", "x_test") if _digest(arrays[k]) != expect[k]]
-        except Exception as e:  # noqa: BLE001 - any unreadable cache is redone
-            bad = [f"unreadable ({type(e).__name__}: {e})"]
-        if not bad:
-            return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
-        logging.warning("deadwood_tf: the cache %s cannot be trusted (%s differ from the known "
-                        "sha256); decoding %s again", cached, bad, path)
+    return file_sha
+
+
+def _read_cache(cached, expect, path):
+    """The decoded arrays cached at `cached`, or None when missing or not trusted."""
+    if not os.path.exists(cached):
+        return None
+    try:
+        with np.load(cached) as f:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        bad = [k for k in ("x_train", "x_test") if _digest(arrays[k]) != expect[k]]
+    except Exception as e:  # noqa: BLE001 - any unreadable cache is redone
+        bad = [f"unreadable ({type(e).__name__}: {e})"]
+    if not bad:
+        return arrays
+    logging.warning("deadwood_tf: the cache %s cannot be trusted (%s differ from the known "
+                    "sha256); decoding %s again", cached, bad, path)
+    return None
+
+
+def _read_jpeg_arrays(path) -> dict:
+    """The raw arrays (`_JPEG_ARRAYS`) of the .npz at `path`."""
     try:
         if not zipfile.is_zipfile(path):
             raise zipfile.BadZipFile("not a zip archive")
@@ -291,10 +311,14 @@ def load_jpeg_npz(path: str, cache: str | None = None, known: dict | None = None
             if missing:
                 raise ValueError(f"Invalid file for `data.path`: {path} lacks arrays {missing}; "
                                  f"expected {_JPEG_ARRAYS}. Received arrays: {sorted(f.files)}")
-            raw = {k: f[k] for k in _JPEG_ARRAYS}
+            return {k: f[k] for k in _JPEG_ARRAYS}
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ValueError(f"Invalid file for `data.path`: {path} does not read as an .npz "
                          f"({type(e).__name__}: {e})") from e
+
+
+def _decode_checked(raw, expect, path) -> dict:
+    """`raw`'s images decoded, each split's pixels checked against `expect`."""
     arrays = {}
     for split in ("train", "test"):
         x = decode_jpegs(raw[f"x_{split}_jpeg"], raw[f"x_{split}_offsets"],
@@ -307,7 +331,10 @@ def load_jpeg_npz(path: str, cache: str | None = None, known: dict | None = None
                 f"TensorFlow {tf.__version__}'s decoder; a JPEG library that rounds "
                 "differently changes pixels by a level here and there.")
         arrays[f"x_{split}"], arrays[f"y_{split}"] = x, raw[f"y_{split}"]
+    return arrays
 
+
+def _write_cache(folder, name, arrays, path) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
             np.savez(f, **arrays)
@@ -317,7 +344,6 @@ def load_jpeg_npz(path: str, cache: str | None = None, known: dict | None = None
     except OSError as e:  # a read-only home must not stop training
         logging.warning("deadwood_tf: could not cache the decoded %s in %s (%s); set $%s or "
                         "pass `cache` to cache them elsewhere", path, folder, e, CACHE_ENV)
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
 def _load_keras(name):

@@ -122,7 +122,7 @@ class EmbeddingAttack(attacks_lib.Attack):
             with self._offset(delta):
                 return model_fn(x)
 
-        delta = self.attack._perturb(on_delta, zeros, y, None, None)
+        delta = self.attack.perturb(on_delta, zeros, y, None, None)
         return EmbeddingPerturbation(x, tf.stop_gradient(delta))
 
     def run(self, fn, x_adv):

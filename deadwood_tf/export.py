@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deadwood_tf import checks, compat, prune, signature, tflite_verify, xnnpack
+from deadwood_tf import atomic, checks, compat, prune, signature, tflite_verify, xnnpack
 from deadwood_tf.litert import SIGNATURE, run_tflite  # noqa: F401 (one of this module's names)
 from deadwood_tf.tflite_reader import tflite_sparsity
 from deadwood_tf.xnnpack import XNNPACK_MAX_REQUANTIZATION  # noqa: F401 (likewise)
@@ -237,22 +237,6 @@ def _convert_model(model, specs, sparse, quantize, representative, integer_io) -
     return content, dense_content, widened
 
 
-def _write_atomically(path, content: bytes) -> str:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tflite.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def _accuracies(got, reference, sample_labels) -> dict:
     """Top-1 agreement of the file with Keras, and both accuracies (first output)."""
     first = next(iter(reference))
@@ -333,7 +317,7 @@ def export_tflite(model, path, sparse: bool = True, quantize=None, sample_inputs
     content, got, default_interpreter, densified = tflite_verify.runnable_file(
         content, dense_content, sample_inputs, reference, interpreter, quantize, path)
     diffs = tflite_verify.check_outputs(got, reference, quantize, atol, path)
-    return {"path": _write_atomically(path, content), "bytes": len(content),
+    return {"path": atomic.write_bytes(os.fspath(path), content), "bytes": len(content),
             "dense_bytes": len(dense_content), "inputs": [s.name for s in specs],
             "outputs": list(reference), "max_abs_diff": max(diffs.values()),
             "outputs_max_abs_diff": diffs, **_accuracies(got, reference, sample_labels),

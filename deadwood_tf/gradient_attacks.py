@@ -215,7 +215,7 @@ class Attack:
             tf.concat([tf.fill([n], tf.constant(b[i], tf.float32)) for b, n in zip(bounds, sizes)
                        ], 0) for i in (0, 1))
 
-    def _perturb(self, model_fn, x, y, clip_min, clip_max):
+    def perturb(self, model_fn, x, y, clip_min, clip_max):
         """The attack on one float tensor `x`; clip bounds broadcast against `x`."""
         raise NotImplementedError
 
@@ -226,7 +226,7 @@ class Attack:
         if self.eps == 0:
             return tf.nest.map_structure(tf.identity, x)
         if not tf.nest.is_nested(x):
-            return tf.stop_gradient(self._perturb(model_fn, x, y, *self._bounds_of(0)))
+            return tf.stop_gradient(self.perturb(model_fn, x, y, *self._bounds_of(0)))
         # Several inputs: one flat float vector per example, split back for the model.
         leaves = dict(entries)
         parts = [tf.reshape(tf.cast(leaves[k], tf.float32), [tf.shape(leaves[k])[0], -1])
@@ -243,7 +243,7 @@ class Attack:
             return seq if isinstance(x, list) else tuple(seq)
 
         clip_min, clip_max = self._vector_bounds(picked, sizes)
-        flat = self._perturb(lambda t: model_fn(rebuild(t)), tf.concat(parts, 1), y,
+        flat = self.perturb(lambda t: model_fn(rebuild(t)), tf.concat(parts, 1), y,
                              clip_min, clip_max)
         return tf.nest.map_structure(tf.stop_gradient, rebuild(flat))
 
@@ -274,7 +274,7 @@ class FGSM(Attack):
     def name(self) -> str:
         return f"fgsm_{self.norm_name}_{self.eps:g}"
 
-    def _perturb(self, model_fn, x, y, clip_min, clip_max):
+    def perturb(self, model_fn, x, y, clip_min, clip_max):
         return fast_gradient_method(model_fn, x, self.eps, self.norm, clip_min=clip_min,
                                     clip_max=clip_max, y=y, sanity_checks=False)
 
@@ -317,7 +317,7 @@ class PGD(Attack):
     def name(self) -> str:
         return f"pgd{self.steps}_{self.norm_name}_{self.eps:g}"
 
-    def _perturb(self, model_fn, x, y, clip_min, clip_max):
+    def perturb(self, model_fn, x, y, clip_min, clip_max):
         return projected_gradient_descent(
             model_fn, x, self.eps, self.step_size, self.steps, self.norm, clip_min=clip_min,
             clip_max=clip_max, y=y, rand_init=self.random_start, sanity_checks=False)

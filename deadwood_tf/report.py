@@ -3,61 +3,29 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import platform
 
 import numpy as np
 
-
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-
-    from deadwood_tf.version import VERSION
-
-    out = {"python": platform.python_version(), "tensorflow": tf.__version__,
-           "keras": keras.__version__, "deadwood_tf": VERSION}
-    try:
-        from importlib.metadata import version
-
-        for name in ("cleverhans", "ai-edge-litert", "tensorflow-model-optimization"):
-            out[name] = version(name)
-    except Exception:  # metadata missing in odd installs: versions are informative only
-        pass
-    return out
+from deadwood_tf import atomic, provenance
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+class _Figures:
+    """Saves each figure into `workdir` and remembers its file by key."""
 
+    def __init__(self, workdir, plt):
+        self.workdir, self.plt, self.files = workdir, plt, {}
 
-def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
-
-
-def _plots(workdir, report, dataset, multipliers) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = {}
-
-    def save(fig, key, name):
+    def save(self, fig, key, name):
         fig.tight_layout()
-        fig.savefig(os.path.join(workdir, name), dpi=100)
-        plt.close(fig)
-        files[key] = name
+        fig.savefig(os.path.join(self.workdir, name), dpi=100)
+        self.plt.close(fig)
+        self.files[key] = name
 
+
+def _plot_sparsity(out, report):
     rows = report["sparsity"]["weights"]
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 3.5))
+    fig, ax = out.plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 3.5))
     ax.bar(range(len(rows)), [r["sparsity"] for r in rows], color="#4c72b0")
     ax.axhline(report["sparsity"]["sparsity"], color="k", ls="--", lw=1,
                label=f"global {report['sparsity']['sparsity']:.3f}")
@@ -66,29 +34,34 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
     ax.set_ylim(0, 1)
     ax.set_title("Sparsity per layer")
     ax.legend()
-    save(fig, "sparsity", "sparsity_per_layer.png")
+    out.save(fig, "sparsity", "sparsity_per_layer.png")
 
+
+def _plot_accuracy(out, report):
     history = report["history"]
-    if history:
-        epochs = [int(h["epoch"]) + 1 for h in history]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for key, label in (("accuracy", "train clean"), ("adv_accuracy", "train adversarial"),
-                           ("val_accuracy", "test clean"),
-                           ("val_pgd_accuracy", "test PGD (subset)")):
-            if all(key in h for h in history):
-                ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
-        ax2 = ax.twinx()
-        ax2.plot(epochs, [h.get("sparsity", np.nan) for h in history], color="grey", ls=":",
-                 label="sparsity")
-        ax2.set_ylabel("sparsity (dotted)")
-        ax2.set_ylim(0, 1)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy")
-        ax.set_title("Accuracy and robust accuracy per epoch")
-        ax.legend(loc="lower left", fontsize=8)
-        save(fig, "accuracy", "accuracy_per_epoch.png")
+    if not history:
+        return
+    epochs = [int(h["epoch"]) + 1 for h in history]
+    fig, ax = out.plt.subplots(figsize=(6, 3.5))
+    for key, label in (("accuracy", "train clean"), ("adv_accuracy", "train adversarial"),
+                       ("val_accuracy", "test clean"),
+                       ("val_pgd_accuracy", "test PGD (subset)")):
+        if all(key in h for h in history):
+            ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h.get("sparsity", np.nan) for h in history], color="grey", ls=":",
+             label="sparsity")
+    ax2.set_ylabel("sparsity (dotted)")
+    ax2.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy and robust accuracy per epoch")
+    ax.legend(loc="lower left", fontsize=8)
+    out.save(fig, "accuracy", "accuracy_per_epoch.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+
+def _plot_multipliers(out, multipliers):
+    fig, ax = out.plt.subplots(figsize=(6, 3.5))
     for name, values in multipliers.items():
         ax.hist(values, bins=50, alpha=0.6, label=f"{name} (mean {values.mean():.2f})")
     ax.set_yscale("log")
@@ -96,48 +69,70 @@ def _plots(workdir, report, dataset, multipliers) -> dict:
     ax.set_ylabel("examples")
     ax.set_title("Distribution of the Lagrange multipliers")
     ax.legend()
-    save(fig, "multipliers", "multipliers.png")
+    out.save(fig, "multipliers", "multipliers.png")
 
+
+def _plot_latency(out, report):
     ba = report.get("before_after")
-    if ba and _latency(ba["models"]["teacher"], "float32", "1") is not None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, label, marker in (("clean", "clean", "o"), ("pgd", f"PGD ({ba['pgd']})", "^")):
-            xs = [_latency(ba["models"][who], "float32", "1") for who in MODELS]
-            ys = [100 * ba["models"][who][key] for who in MODELS]
-            ax.plot(xs, ys, marker=marker, ls="--", ms=8, label=label)
-            for who, x, y in zip(MODELS, xs, ys):
-                ax.annotate(who, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_xlabel("LiteRT latency, float32, 1 thread (µs per example)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Accuracy and PGD accuracy against latency")
-        ax.margins(x=0.25, y=0.15)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        save(fig, "accuracy_vs_latency", "accuracy_vs_latency.png")
+    if not ba or _latency(ba["models"]["teacher"], "float32", "1") is None:
+        return
+    fig, ax = out.plt.subplots(figsize=(6, 4))
+    for key, label, marker in (("clean", "clean", "o"), ("pgd", f"PGD ({ba['pgd']})", "^")):
+        xs = [_latency(ba["models"][who], "float32", "1") for who in MODELS]
+        ys = [100 * ba["models"][who][key] for who in MODELS]
+        ax.plot(xs, ys, marker=marker, ls="--", ms=8, label=label)
+        for who, x, y in zip(MODELS, xs, ys):
+            ax.annotate(who, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("LiteRT latency, float32, 1 thread (µs per example)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy and PGD accuracy against latency")
+    ax.margins(x=0.25, y=0.15)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out.save(fig, "accuracy_vs_latency", "accuracy_vs_latency.png")
 
+
+def _plot_hardest(out, report, dataset):
     hard = report["hardest_examples"]
     shape = dataset.x_train.shape[1:]
-    if len(shape) == 3 and shape[-1] in (1, 3) and hard:
-        cols = min(8, len(hard))
-        rows_n = int(np.ceil(len(hard) / cols))
-        fig, axes = plt.subplots(rows_n, cols, figsize=(1.4 * cols, 2.0 * rows_n), squeeze=False)
-        for ax in axes.ravel():
-            ax.axis("off")
-        for ax, item in zip(axes.ravel(), hard):
-            img = dataset.x_train[item["index"]]
-            ax.imshow(img[..., 0] if shape[-1] == 1 else img, cmap="gray" if shape[-1] == 1 else None)
-            ax.set_title(f"#{item['index']} y={item['label']}\nmu={item['robustness']:.2f}",
-                         fontsize=7)
-        fig.suptitle("Training examples with the largest robustness multipliers", fontsize=9)
-        save(fig, "hardest_examples", "hardest_examples.png")
-    return files
+    if not (len(shape) == 3 and shape[-1] in (1, 3) and hard):
+        return
+    cols = min(8, len(hard))
+    rows_n = int(np.ceil(len(hard) / cols))
+    fig, axes = out.plt.subplots(rows_n, cols, figsize=(1.4 * cols, 2.0 * rows_n),
+                                 squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, item in zip(axes.ravel(), hard):
+        img = dataset.x_train[item["index"]]
+        ax.imshow(img[..., 0] if shape[-1] == 1 else img, cmap="gray" if shape[-1] == 1 else None)
+        ax.set_title(f"#{item['index']} y={item['label']}\nmu={item['robustness']:.2f}",
+                     fontsize=7)
+    fig.suptitle("Training examples with the largest robustness multipliers", fontsize=9)
+    out.save(fig, "hardest_examples", "hardest_examples.png")
+
+
+def _plots(workdir, report, dataset, multipliers) -> dict:
+    """Draws the run's PNG plots into `workdir`; returns `{key: file name}`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = _Figures(workdir, plt)
+    _plot_sparsity(out, report)
+    _plot_accuracy(out, report)
+    _plot_multipliers(out, multipliers)
+    _plot_latency(out, report)
+    _plot_hardest(out, report, dataset)
+    return out.files
 
 
 def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export, history,
                  multipliers, timings, num_hardest: int = 16, before_after=None) -> dict:
     """Writes report.json, report.md and the plots; returns the report dict.
 
-    `before_after`: the teacher against the student (`train._before_after`):
+    `before_after`: the teacher against the student (`pipeline.before_after`):
     `{"pattern", "pgd" (the PGD metric's name), "latency": {"threads",
     "rounds", "invokes", "warmup"}, "models": {"teacher"|"student": {"macs"
     (None when unknown), "params", "clean", "pgd", "files": {mode: {"file",
@@ -149,8 +144,8 @@ def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_dict(),
-        "versions": _versions(),
-        "machine": _machine(),
+        "versions": provenance.versions(),
+        "machine": provenance.machine(),
         "data": {"name": dataset.name, "num_train": dataset.num_train,
                  "num_test": int(len(dataset.x_test)), "input_shape": list(dataset.input_shape),
                  "num_classes": dataset.num_classes},
@@ -167,12 +162,8 @@ def write_report(workdir, *, config, dataset, metrics, attacks, sparsity, export
     if before_after is not None:
         report["before_after"] = before_after
     report["plots"] = _plots(workdir, report, dataset, multipliers)
-    tmp = os.path.join(workdir, "report.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    os.replace(tmp, os.path.join(workdir, "report.json"))
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(markdown(report))
+    atomic.write_json(os.path.join(workdir, "report.json"), report, indent=2, sort_keys=False)
+    atomic.write_bytes(os.path.join(workdir, "report.md"), markdown(report).encode())
     return report
 
 

@@ -4,6 +4,8 @@ Phases (each announced by a banner; each epoch shows Keras' progress bar):
 teacher (train, or load `config.teacher_path`) -> Deadwood solve -> global cut
 -> fine-tune -> evaluation (clean, FGSM, PGD) -> strip, save `.keras` ->
 export `.tflite` (verified) -> the teacher's `.tflite`, both timed -> report.
+Each phase is a building block of `pipeline` (the benchmark uses the same);
+this module orchestrates them in a resumable work directory.
 
 The work directory makes the run resumable and inspectable:
 
@@ -41,7 +43,6 @@ import csv
 import hashlib
 import json
 import os
-import sys
 import time
 
 import keras
@@ -57,9 +58,9 @@ from deadwood_tf import config as config_lib
 from deadwood_tf import data as data_lib
 from deadwood_tf import export as export_lib
 from deadwood_tf import models as models_lib
-from deadwood_tf import channel_groups, channel_impl, litert, prune, report as report_lib, shrink
-from deadwood_tf.adversarial import AdversarialTraining
-from deadwood_tf.deadwood_model import BATCH_NORM_MODES, DeadwoodModel
+from deadwood_tf import channel_impl, pipeline, prune, report as report_lib, shrink
+from deadwood_tf.atomic import TMP_PREFIX
+from deadwood_tf.deadwood_model import BATCH_NORM_MODES
 from deadwood_tf.workdir import BackupCallback, Workdir
 
 
@@ -67,41 +68,7 @@ def banner(text: str) -> None:
     print(f"\n{'=' * 72}\n== {text}\n{'=' * 72}", flush=True)
 
 
-def make_optimizer(config, learning_rate: float) -> keras.optimizers.Optimizer:
-    """`config.optimizer` (a keras.optimizers name) at `learning_rate`."""
-    try:
-        return keras.optimizers.get({"class_name": config.optimizer,
-                                     "config": {"learning_rate": learning_rate}})
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            "Invalid value for `optimizer`: expected a keras.optimizers name such as 'adam', "
-            f"'adamw' or 'sgd'. Received: {config.optimizer!r}") from e
-
-
-# Keras' animated progress bar on a terminal, one line per epoch in a log file.
-FIT_VERBOSE = 1 if sys.stdout.isatty() else 2
-
-
-def make_deadwood_model(config, teacher, num_examples: int) -> DeadwoodModel:
-    """A DeadwoodModel on a masked copy of `teacher` with `config.deadwood`'s settings."""
-    d = config.deadwood
-    return DeadwoodModel(
-        prune.prune_model(teacher), teacher, attack=attacks_lib.from_config(config.attack),
-        fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
-        sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
-        temperature=d.temperature, robust_target=d.robust_target,
-        initial_multiplier=d.initial_multiplier, num_examples=num_examples,
-        batch_norm=d.batch_norm,
-        sparsity_term="group_lasso" if config.prune.get("pattern") == "channel" else "l1")
-
-
-def per_epoch_attack(config) -> attacks_lib.Attack:
-    """The PGD of `val_pgd_accuracy` after each epoch: `eval.per_epoch_pgd_steps`
-    steps of the default size at `eval.eps`, with `config.attack`'s norm and range."""
-    e, a = config.eval, config.attack
-    # .get: the benchmark's configs made before the field existed lack it.
-    return attacks_lib.make_attack("pgd", e.eps, steps=e.get("per_epoch_pgd_steps", 10),
-                                   norm=a.norm, clip_min=a.clip_min, clip_max=a.clip_max)
+FIT_VERBOSE = pipeline.FIT_VERBOSE
 
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
@@ -209,9 +176,9 @@ def validate(config) -> None:
         raise ValueError(f"Invalid value for `deadwood.batch_norm`: expected one of "
                          f"{BATCH_NORM_MODES}. Received: {config.deadwood.batch_norm!r}")
     attacks_lib.from_config(config.attack)
-    make_optimizer(config, 1e-3)
+    pipeline.make_optimizer(config, 1e-3)
     attacks_lib.eval_attacks_from_config(config)
-    per_epoch_attack(config)
+    pipeline.per_epoch_attack(config)
     callbacks_lib.from_config(config, verbose=0)
     if config.model.name not in models_lib.MODELS and not config.teacher_path:
         raise ValueError(f"Invalid value for `model.name`: expected one of {models_lib.MODELS}. "
@@ -308,11 +275,6 @@ class _MultiplierHistogram(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def _progress(config, ds, title) -> callbacks_lib.Progress:
-    """Epoch, images/s and ETA lines of a long fit (one worker's view under a strategy)."""
-    return callbacks_lib.Progress(ds.num_train, config.data.batch_size, title)
-
-
 def _start_fit(wd: Workdir, backup_name: str, title: str, epochs: int, details: str,
                redo: str) -> BackupCallback:
     """The fit's backup callback, its resume epoch verified; a banner says where it starts."""
@@ -326,28 +288,65 @@ def _start_fit(wd: Workdir, backup_name: str, title: str, epochs: int, details: 
     return backup
 
 
+def _load_teacher_path(config, ds):
+    """The teacher of `config.teacher_path`, checked against the data."""
+    banner(f"Teacher: loading {config.teacher_path}")
+    try:
+        teacher = keras.models.load_model(config.teacher_path)
+    except Exception as e:  # Keras says "File not found" of a truncated file that exists
+        raise ValueError(
+            f"Invalid value for `teacher_path`: {config.teacher_path} exists "
+            f"({os.path.getsize(config.teacher_path):,} bytes) but does not load as a Keras "
+            f"model; is it a complete .keras file? ({type(e).__name__}: {e})") from e
+    prune.check_keras_model(teacher, "teacher_path")
+    if tuple(teacher.inputs[0].shape[1:]) != ds.input_shape or \
+            teacher.outputs[0].shape[-1] != ds.num_classes:
+        raise ValueError(
+            f"Invalid value for `teacher_path`: the model takes {teacher.inputs[0].shape[1:]} "
+            f"and gives {teacher.outputs[0].shape[-1]} classes; the data has inputs "
+            f"{ds.input_shape} and {ds.num_classes} classes.")
+    return teacher
+
+
+def _teacher_data(config, ds, phase):
+    return ds.train_pipeline(config.data.batch_size, config.seed + pipeline.PHASE_SEEDS[phase],
+                             with_index=False)
+
+
+def _natural_teacher(config, ds, wd: Workdir, natural_name):
+    """The teacher after natural training: found in the work directory, or
+    built and trained (resuming a killed fit)."""
+    c = config.teacher
+    if c.adversarial_epochs and c.epochs:
+        teacher = wd.load(natural_name, keras.models.load_model,
+                          "redoing the teacher's natural training")
+        if teacher is not None:
+            banner(f"Teacher: found {wd.file(natural_name)} (natural training done before, "
+                   "sha256 verified), loading it")
+            return teacher
+    teacher = models_lib.build_model(config.model.name, ds.input_shape, ds.num_classes,
+                                     config.model.width, config.model.depth)
+    if c.epochs:
+        backup = _start_fit(wd, "backup_teacher", "Teacher: natural training", c.epochs,
+                            f"{teacher.count_params():,} parameters",
+                            "natural training starts over")
+        pipeline.fit_natural(
+            teacher, pipeline.make_optimizer(config, c.learning_rate),
+            _teacher_data(config, ds, "natural"), c.epochs, initial_epoch=backup.initial_epoch,
+            validation_data=(ds.x_test, ds.y_test), verbose=FIT_VERBOSE,
+            callbacks=[backup, pipeline.progress(config, ds, "teacher")])
+        wd.save_model(teacher, natural_name)
+        backup.discard()
+    return teacher
+
+
 def _train_teacher(config, ds, wd: Workdir, timings):
     """The dense teacher: loaded from `teacher_path` or the work directory, or trained.
 
     Returns `(teacher, trained)`; `trained` says the teacher was (re)made in this run.
     """
     if config.teacher_path:
-        banner(f"Teacher: loading {config.teacher_path}")
-        try:
-            teacher = keras.models.load_model(config.teacher_path)
-        except Exception as e:  # Keras says "File not found" of a truncated file that exists
-            raise ValueError(
-                f"Invalid value for `teacher_path`: {config.teacher_path} exists "
-                f"({os.path.getsize(config.teacher_path):,} bytes) but does not load as a Keras "
-                f"model; is it a complete .keras file? ({type(e).__name__}: {e})") from e
-        prune.check_keras_model(teacher, "teacher_path")
-        if tuple(teacher.inputs[0].shape[1:]) != ds.input_shape or \
-                teacher.outputs[0].shape[-1] != ds.num_classes:
-            raise ValueError(
-                f"Invalid value for `teacher_path`: the model takes {teacher.inputs[0].shape[1:]} "
-                f"and gives {teacher.outputs[0].shape[-1]} classes; the data has inputs "
-                f"{ds.input_shape} and {ds.num_classes} classes.")
-        return teacher, False
+        return _load_teacher_path(config, ds), False
     teacher = wd.load("teacher.keras", keras.models.load_model, "redoing the teacher phase")
     if teacher is not None:
         banner(f"Teacher: found {wd.file('teacher.keras')} (phase done before, sha256 verified), "
@@ -357,42 +356,18 @@ def _train_teacher(config, ds, wd: Workdir, timings):
         return teacher, False
     t0 = time.time()
     c = config.teacher
-    test = (ds.x_test, ds.y_test)
-    natural_name = "teacher_natural.keras" if c.adversarial_epochs else "teacher.keras"
-    teacher = None
-    if c.adversarial_epochs and c.epochs:
-        teacher = wd.load(natural_name, keras.models.load_model,
-                          "redoing the teacher's natural training")
-        if teacher is not None:
-            banner(f"Teacher: found {wd.file(natural_name)} (natural training done before, "
-                   "sha256 verified), loading it")
-    if teacher is None:
-        teacher = models_lib.build_model(config.model.name, ds.input_shape, ds.num_classes,
-                                         config.model.width, config.model.depth)
-        if c.epochs:
-            backup = _start_fit(wd, "backup_teacher", "Teacher: natural training", c.epochs,
-                                f"{teacher.count_params():,} parameters",
-                                "natural training starts over")
-            teacher.compile(make_optimizer(config, c.learning_rate),
-                            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                            metrics=["accuracy"])
-            teacher.fit(ds.train_pipeline(config.data.batch_size, config.seed, with_index=False),
-                        initial_epoch=backup.initial_epoch, epochs=c.epochs,
-                        validation_data=test, callbacks=[backup, _progress(config, ds, "teacher")],
-                        verbose=FIT_VERBOSE)
-            wd.save_model(teacher, natural_name)
-            backup.discard()
+    teacher = _natural_teacher(config, ds, wd, "teacher_natural.keras" if c.adversarial_epochs
+                               else "teacher.keras")
     if c.adversarial_epochs:
         attack = attacks_lib.from_config(config.attack)
         backup = _start_fit(wd, "backup_teacher_at", "Teacher: adversarial training",
                             c.adversarial_epochs, repr(attack),
                             "adversarial training starts over")
-        at = AdversarialTraining(teacher, attack)
-        at.compile(make_optimizer(config, c.learning_rate))
-        at.fit(ds.train_pipeline(config.data.batch_size, config.seed + 1, with_index=False),
-               initial_epoch=backup.initial_epoch, epochs=c.adversarial_epochs,
-               validation_data=test, callbacks=[backup, _progress(config, ds, "teacher AT")],
-               verbose=FIT_VERBOSE)
+        pipeline.fit_adversarial(
+            teacher, attack, pipeline.make_optimizer(config, c.learning_rate),
+            _teacher_data(config, ds, "adversarial"), c.adversarial_epochs,
+            initial_epoch=backup.initial_epoch, validation_data=(ds.x_test, ds.y_test),
+            verbose=FIT_VERBOSE, callbacks=[backup, pipeline.progress(config, ds, "teacher AT")])
     if not os.path.exists(wd.file("teacher.keras")):  # no epochs at all, or after AT
         wd.save_model(teacher, "teacher.keras")
     if c.adversarial_epochs:
@@ -433,14 +408,14 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
         wd.discard("backup")  # a kill between the save and the backup's removal
         return stripped, multipliers
     t0 = time.time()
-    p, d = config.prune, config.deadwood
+    p = config.prune
     history_path = wd.file("history.csv")
     states_path = wd.file("checkpoints.jsonl")
     for path in (history_path, states_path):
         _repair_appended_log(path)
     with scope():
-        model = make_deadwood_model(config, teacher, ds.num_train)
-        model.compile(make_optimizer(config, d.learning_rate), metrics=["accuracy"])
+        model = pipeline.compile_deadwood(
+            pipeline.make_deadwood_model(config, teacher, ds.num_train), config, ["accuracy"])
     n_eval = min(config.eval.per_epoch_examples, len(ds.x_test))
     epochs = p.solve_epochs + p.finetune_epochs
     one_shot = p.schedule == "one_shot" or not p.solve_epochs
@@ -452,20 +427,20 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
     start = backup.initial_epoch
     callbacks = [
         _PhaseBanner(p.solve_epochs, start),
-        _progress(config, ds, "Deadwood"),
-        callbacks_lib.from_config(config),
+        pipeline.progress(config, ds, "Deadwood"),
+        pipeline.deadwood_callback(config),
         callbacks_lib.RobustAccuracy(ds.x_test[:n_eval], ds.y_test[:n_eval],
-                                     per_epoch_attack(config), collapse_drop=None),
+                                     pipeline.per_epoch_attack(config), collapse_drop=None),
         keras.callbacks.TensorBoard(wd.file("tensorboard")),
         _MultiplierHistogram(wd.file("tensorboard")),
         keras.callbacks.CSVLogger(history_path, append=True),
         backup,
         _StateLog(states_path, start),
     ]
-    model.fit(_shard_by_data(ds.train_pipeline(config.data.batch_size, config.seed + 2),
-                             strategy), initial_epoch=start, epochs=epochs,
-              validation_data=(ds.x_test, ds.y_test), callbacks=callbacks,
-              verbose=FIT_VERBOSE)
+    seed = config.seed + pipeline.PHASE_SEEDS["deadwood"]
+    model.fit(_shard_by_data(ds.train_pipeline(config.data.batch_size, seed), strategy),
+              initial_epoch=start, epochs=epochs, validation_data=(ds.x_test, ds.y_test),
+              callbacks=callbacks, verbose=FIT_VERBOSE)
     multipliers = {"fidelity": model.fidelity_multipliers.numpy(),
                    "robustness": model.robustness_multipliers.numpy()}
     if p.get("pattern") == "channel":
@@ -481,76 +456,12 @@ def _deadwood(config, ds, teacher, wd: Workdir, strategy, scope, timings):
     return stripped, multipliers
 
 
-def _export(ds, model, path, sparse: bool, quantize) -> dict:
-    """`export_tflite` of `model` to `path`, verified on the first 256 test examples
-    (int8: calibrated on the first 256 training inputs)."""
-    return export_lib.export_tflite(
-        model, path, sparse=sparse, quantize=quantize, sample_inputs=ds.x_test[:256],
-        sample_labels=ds.y_test[:256],
-        representative_data=ds.x_train[:256] if quantize == "int8" else None)
-
-
-def _macs(model):
-    """MACs of the convolutions and dense layers (`channel_groups`); None for a
-    graph the channel analysis refuses (a teacher from `teacher_path` in an
-    unstructured run: a channel run would have failed before)."""
-    try:
-        return channel_groups.channel_groups(model).total_macs
-    except ValueError:
-        return None
-
-
-LATENCY_THREADS = (1, 2)
-LATENCY_WARMUP = 20
-
-
-def _before_after(config, ds, teacher, student, student_export, metrics, pgd_name,
-                  wd: Workdir) -> dict:
-    """The dense teacher against the student: MACs, parameters, clean and PGD
-    accuracy, and for each TFLite file (float32, and `export.quantize`'s mode
-    when set) its bytes and LiteRT latency (`LATENCY_THREADS`, interleaved).
-
-    The teacher is exported like the student, with dense storage, next to it:
-    `teacher.tflite` in model.tflite's mode; with `export.quantize` set, the
-    float32 files `teacher_float32.tflite` and `model_float32.tflite` too.
-    """
-    quantize = config.export.quantize or None
-    main_mode = quantize or "float32"
-    rows = {}
-    for who, model, stem, sparse in (("teacher", teacher, "teacher", False),
-                                     ("student", student, "model", config.export.sparse)):
-        files = {}
-        for mode in dict.fromkeys(["float32", main_mode]):
-            if who == "student" and mode == main_mode:
-                info = student_export
-            else:
-                name = stem + ("" if mode == main_mode else "_float32") + ".tflite"
-                info = _export(ds, model, wd.file(name), sparse,
-                               None if mode == "float32" else mode)
-            files[mode] = {"file": os.path.basename(info["path"]), "bytes": info["bytes"]}
-        who_metrics = metrics["teacher" if who == "teacher" else "pruned"]
-        rows[who] = {"macs": _macs(model), "params": int(model.count_params()),
-                     "clean": who_metrics["clean"], "pgd": who_metrics[pgd_name],
-                     "files": files}
-    r = config.report
-    if r.latency_rounds:
-        paths = [wd.file(f["file"]) for row in rows.values() for f in row["files"].values()]
-        latency = litert.time_files(paths, LATENCY_THREADS, rounds=r.latency_rounds,
-                                    invokes=r.latency_invokes, warmup=LATENCY_WARMUP)
-        for row in rows.values():
-            for f in row["files"].values():
-                f["latency_us"] = {t: by_file[f["file"]] for t, by_file in latency.items()}
-    return {"pattern": config.prune.get("pattern") or "", "pgd": pgd_name, "models": rows,
-            "latency": {"threads": list(LATENCY_THREADS), "rounds": r.latency_rounds,
-                        "invokes": r.latency_invokes, "warmup": LATENCY_WARMUP}}
-
-
 def _write_report(wd: Workdir, **kwargs) -> dict:
     """`report.write_report` into a staging directory, then each file moved into
     place, report.json last: a kill leaves the previous report or the new one."""
     import shutil
 
-    stage = wd.file(".tmp-report")
+    stage = wd.file(TMP_PREFIX + "report")
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(stage)
     report = report_lib.write_report(stage, **kwargs)
@@ -584,11 +495,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return _run(config, wd, strategy, scope, is_chief, task_index)
 
 
-def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
-    keras.utils.set_random_seed(config.seed)
-    timings = {}
-    started = time.time()
-
+def _load_data(config):
+    """The dataset (checked against the attacks' input range) and the evaluation attacks."""
     banner(f"Data: {config.data.name}")
     attacks = attacks_lib.eval_attacks_from_config(config)
     value_range, range_of = checks.attack_range([attacks_lib.from_config(config.attack),
@@ -598,7 +506,48 @@ def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
                                range_of=range_of, augment=config.data.get("augment", False))
     print(f"{ds.num_train} training and {len(ds.x_test)} test examples, inputs {ds.input_shape}, "
           f"{ds.num_classes} classes", flush=True)
+    return ds, attacks
 
+
+def _evaluate(config, models, x_eval, y_eval, attacks, timings) -> dict:
+    """Per model (`{"teacher", "pruned"}`), its accuracies clean and under each attack."""
+    banner("Evaluation: clean, FGSM and PGD accuracy (teacher and pruned model)")
+    t0 = time.time()
+    metrics = {}
+    for who, m in models.items():
+        print(f"{who}: {len(x_eval)} test examples, clean and {[a.name for a in attacks]}",
+              flush=True)
+        metrics[who] = pipeline.evaluate(config, m, x_eval, y_eval, verbose=1)["accuracy"]
+    timings["evaluation_s"] = time.time() - t0
+    return metrics
+
+
+def _export(config, ds, teacher, stripped, x_eval, y_eval, metrics, pgd_name, wd, timings):
+    """model.tflite (verified, and scored on the evaluation examples), then the
+    before / after comparison with the teacher exported the same way."""
+    banner("Export: sparse TFLite, verified with LiteRT")
+    t0 = time.time()
+    export_info = pipeline.export_verified(ds, stripped, wd.file("model.tflite"),
+                                           config.export.sparse, config.export.quantize or None)
+    export_info["test_accuracy"] = float(np.mean(
+        export_lib.run_tflite(export_info["path"], x_eval,
+                              builtin_kernels=not export_info["runs_on_default_interpreter"]
+                              ).argmax(-1) == y_eval))
+    timings["export_s"] = time.time() - t0
+
+    banner("Before / after: the teacher exported like the student, both timed with LiteRT")
+    t0 = time.time()
+    before_after = pipeline.before_after(config, ds, teacher, stripped, export_info, metrics,
+                                         pgd_name, wd.file)
+    timings["before_after_s"] = time.time() - t0
+    return export_info, before_after
+
+
+def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
+    keras.utils.set_random_seed(config.seed)
+    timings = {}
+    started = time.time()
+    ds, attacks = _load_data(config)
     with scope():
         teacher, teacher_trained = _train_teacher(config, ds, wd, timings)
     if teacher_trained:
@@ -613,32 +562,12 @@ def _run(config, wd: Workdir, strategy, scope, is_chief, task_index) -> dict:
         print(f"deadwood_tf: worker {task_index} done; the chief writes the report", flush=True)
         return {"is_chief": False, "task_index": task_index, "workdir": wd.path}
 
-    banner("Evaluation: clean, FGSM and PGD accuracy (teacher and pruned model)")
-    t0 = time.time()
     n = config.eval.num_examples or len(ds.x_test)
     x_eval, y_eval = ds.x_test[:n], ds.y_test[:n]
-    metrics = {}
-    for who, m in (("teacher", teacher), ("pruned", stripped)):
-        print(f"{who}: {len(x_eval)} test examples, clean and {[a.name for a in attacks]}",
-              flush=True)
-        metrics[who] = attacks_lib.evaluate_robustness(m, x_eval, y_eval, attacks, verbose=1)
-    timings["evaluation_s"] = time.time() - t0
-
-    banner("Export: sparse TFLite, verified with LiteRT")
-    t0 = time.time()
-    export_info = _export(ds, stripped, wd.file("model.tflite"), config.export.sparse,
-                          config.export.quantize or None)
-    export_info["test_accuracy"] = float(np.mean(
-        export_lib.run_tflite(export_info["path"], x_eval,
-                              builtin_kernels=not export_info["runs_on_default_interpreter"]
-                              ).argmax(-1) == y_eval))
-    timings["export_s"] = time.time() - t0
-
-    banner("Before / after: the teacher exported like the student, both timed with LiteRT")
-    t0 = time.time()
-    before_after = _before_after(config, ds, teacher, stripped, export_info, metrics,
-                                 attacks[-1].name, wd)
-    timings["before_after_s"] = time.time() - t0
+    metrics = _evaluate(config, {"teacher": teacher, "pruned": stripped}, x_eval, y_eval,
+                        attacks, timings)
+    export_info, before_after = _export(config, ds, teacher, stripped, x_eval, y_eval, metrics,
+                                        attacks[-1].name, wd, timings)
     timings["total_s"] = time.time() - started
 
     banner("Report")

@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -46,12 +45,12 @@ from typing import Any, Callable
 
 import keras
 
+from deadwood_tf import atomic
+from deadwood_tf.atomic import TMP_PREFIX
+
 LOCK_NAME = "run.lock"
 MANIFEST_NAME = "manifest.json"
-# Temporary files keep the target's name as a suffix (Keras insists on `.keras`
-# and `.weights.h5`), behind a prefix that marks them for clean-up on the next run.
-TMP_PREFIX = ".tmp-"
-# Temporary names other writers use (`report.json.tmp`, `x.tmp.keras`, export's `*.tflite.tmp`).
+# Temporary names older versions used (`report.json.tmp`, `x.tmp.keras`, `*.tflite.tmp`).
 _OLD_TMP = re.compile(r"\.tmp(\.|$)")
 
 
@@ -69,29 +68,6 @@ def sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(path: str) -> None:
-    paths = [path] if os.path.isfile(path) else [
-        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
-    for p in paths:
-        with open(p, "rb") as f:
-            os.fsync(f.fileno())
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
 
 
 class Workdir:
@@ -170,7 +146,7 @@ class Workdir:
             dirs[:] = [n for n in dirs if not os.path.exists(os.path.join(d, n, LOCK_NAME))]
             for name in [*files, *dirs]:
                 if name.startswith(TMP_PREFIX) or _OLD_TMP.search(name):
-                    _remove(os.path.join(d, name))
+                    atomic.remove(os.path.join(d, name))
                     rel = os.path.relpath(os.path.join(d, name), self.path)
                     self.log(f"deadwood_tf: removed {rel}, a temporary file an interrupted "
                              "run left")
@@ -219,18 +195,10 @@ class Workdir:
     def _replace(self, name: str, write: Callable[[str], Any], what: str,
                  before_replace: Callable[[str], None] | None = None) -> None:
         path = self.file(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), TMP_PREFIX + f"{os.getpid()}-" +
-                           os.path.basename(path))
         try:
-            write(tmp)
-            _fsync_tree(tmp)
-            if before_replace is not None:
-                before_replace(tmp)
-            os.replace(tmp, path)
-            _fsync_dir(os.path.dirname(path))
+            atomic.write_file(path, write, before_replace)
         except OSError as e:
-            _remove(tmp)
+            tmp = atomic.temporary_path(path)
             reason = os.strerror(e.errno) if e.errno else str(e)
             code = errno.errorcode.get(e.errno, "no errno")
             previous = "is intact" if os.path.exists(path) else "did not exist"
@@ -333,7 +301,7 @@ class Workdir:
     def discard(self, name: str) -> None:
         """Deletes `name` (a file or directory) and its records: a backup no longer needed."""
         self.forget(name)
-        _remove(self.file(name))
+        atomic.remove(self.file(name))
 
 
 def _read_record(fd: int) -> dict:

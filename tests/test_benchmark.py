@@ -67,14 +67,14 @@ def test_a_rerun_skips_finished_rows_and_refuses_other_settings(bench, monkeypat
 
 def test_fingerprints_follow_what_each_method_reads():
     c = tiny()
-    before = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    before = {m: runner.fingerprint(c, m) for m in runner.METHODS}
     c.deadwood.robust_target = "teacher"
-    after = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    after = {m: runner.fingerprint(c, m) for m in runner.METHODS}
     changed = sorted(m for m in before if before[m] != after[m])
     assert changed == sorted(m for m, v in runner.METHODS.items() if v.kind == "deadwood"
                              and ("deadwood.robust_target", "label") not in v.switches)
     c.deadwood.learning_rate = 3e-4  # every pruning method trains with it but published HYDRA,
-    lr = {m: runner._fingerprint(c, m) for m in runner.METHODS}  # and so does the dense ceiling
+    lr = {m: runner.fingerprint(c, m) for m in runner.METHODS}  # and so does the dense ceiling
     assert {m for m in lr if lr[m] != after[m]} == \
         set(runner.PRUNING_METHODS) - {"hydra"} | {"dense_at_long"}
 
@@ -87,22 +87,22 @@ def test_the_default_batch_norm_leaves_the_rows_made_before_it_valid():
     import ml_collections
 
     c = tiny()
-    before = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    before = {m: runner.fingerprint(c, m) for m in runner.METHODS}
     older = c.to_dict()
     del older["deadwood"]["batch_norm"]
     older = ml_collections.ConfigDict(older)
-    assert {m: runner._fingerprint(older, m) for m in runner.METHODS} == before
+    assert {m: runner.fingerprint(older, m) for m in runner.METHODS} == before
     c.deadwood.batch_norm = "joint"
-    after = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    after = {m: runner.fingerprint(c, m) for m in runner.METHODS}
     assert {m for m in before if before[m] != after[m]} == \
         {m for m, v in runner.METHODS.items() if v.kind == "deadwood"}
     # The committed rows: still valid under the settings they store, the field added.
     for path in glob.glob(os.path.join(ROOT, "benchmarks", "results", "*", "*.json")):
         row = json.load(open(path))
         stored = ml_collections.ConfigDict(row["config"])
-        assert runner._fingerprint(stored, row["method"]) == row["fingerprint"], path
+        assert runner.fingerprint(stored, row["method"]) == row["fingerprint"], path
         stored.deadwood.batch_norm = stored.deadwood.get("batch_norm", "separate")
-        assert runner._fingerprint(stored, row["method"]) == row["fingerprint"], path
+        assert runner.fingerprint(stored, row["method"]) == row["fingerprint"], path
 
 
 def test_the_validation_split_is_stratified_and_held_out():
@@ -160,7 +160,7 @@ def test_worst_case_and_tables_come_from_the_rows(bench, tmp_path):
               "square_only": 0, "masking": False,
               "accuracy": {"clean": 0.9, "pgd5_restart0": 0.6, "pgd_restarts": 0.6,
                            "apgd_ce": 0.6, "apgd_dlr": 0.6, "square": 0.6, "worst": 0.55}}
-    runner._write_json(os.path.join(results, "digits_tiny", "worst", "deadwood_0.8_seed0.json"),
+    runner.write_json(os.path.join(results, "digits_tiny", "worst", "deadwood_0.8_seed0.json"),
                        legacy)
     docs = tmp_path / "bench.md"
     docs.write_text("intro\n<!-- benchmark-tables:digits_tiny begin -->\nold\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import deadwood_tf as dw
-from deadwood_tf import attacks, callbacks, pruning_schedule
+from deadwood_tf import attacks, callbacks, pipeline, pruning_schedule
 from deadwood_tf.adversarial import AdversarialTraining
 from deadwood_tf.benchmarks import runner, tables
 from deadwood_tf.benchmarks.config import benchmark_config
@@ -184,7 +184,7 @@ def test_every_switch_trains_for_the_same_budget(digits, monkeypatch):
     def record(self, *args, **kwargs):
         epochs[name] = kwargs["epochs"]
 
-    monkeypatch.setattr(runner.DeadwoodModel, "fit", record)
+    monkeypatch.setattr(dw.DeadwoodModel, "fit", record)
     c = benchmark_config()
     for name in ("deadwood", "global_magnitude_at", "deadwood_one_shot", "gradual_magnitude_at"):
         runner._deadwood(c, runner.METHODS[name].switches, teacher, ds, 0.5, 0)
@@ -192,18 +192,16 @@ def test_every_switch_trains_for_the_same_budget(digits, monkeypatch):
 
 
 def test_the_pipeline_and_the_benchmark_build_their_attacks_from_the_config():
-    from deadwood_tf import train
-
     c = default_config()
     c.attack.norm, c.attack.clip_min, c.attack.clip_max = "l2", -1.0, 2.0
     c.eval.eps, c.eval.pgd_steps, c.eval.pgd_step_size, c.eval.per_epoch_pgd_steps = \
         0.5, 7, 0.1, 4
     fgsm, pgd = attacks.eval_attacks_from_config(c)
     assert isinstance(fgsm, attacks.FGSM) and isinstance(pgd, attacks.PGD)
-    for a in (fgsm, pgd, train.per_epoch_attack(c)):
+    for a in (fgsm, pgd, pipeline.per_epoch_attack(c)):
         assert (a.eps, a.norm_name, a.clip_min, a.clip_max) == (0.5, "l2", -1.0, 2.0)
     assert (pgd.steps, pgd.step_size, pgd.random_start) == (7, 0.1, True)
-    per_epoch = train.per_epoch_attack(c)
+    per_epoch = pipeline.per_epoch_attack(c)
     assert (per_epoch.steps, per_epoch.step_size) == (4, pytest.approx(2.5 * 0.5 / 4))
     c.eval.fgsm = False
     assert [a.name for a in attacks.eval_attacks_from_config(c)] == ["pgd7_l2_0.5"]
@@ -234,17 +232,15 @@ def test_the_pipeline_refuses_bad_attack_and_callback_fields_before_training(
 def test_batch_norm_reaches_the_deadwood_model_of_the_pipeline_and_the_benchmark():
     import inspect
 
-    from deadwood_tf import train
-
     default = inspect.signature(dw.DeadwoodModel.__init__).parameters["batch_norm"].default
     assert default_config().deadwood.batch_norm == default == "separate"
     teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                                 keras.layers.Dense(10)])
-    pipeline, bench = default_config(), benchmark_config()
-    assert train.make_deadwood_model(pipeline, teacher, 16).batch_norm == "separate"
+    product, bench = default_config(), benchmark_config()
+    assert pipeline.make_deadwood_model(product, teacher, 16).batch_norm == "separate"
     assert runner.make_deadwood_model(bench, (), teacher, 16)[0].batch_norm == "separate"
-    pipeline.deadwood.batch_norm = bench.deadwood.batch_norm = "joint"
-    assert train.make_deadwood_model(pipeline, teacher, 16).batch_norm == "joint"
+    product.deadwood.batch_norm = bench.deadwood.batch_norm = "joint"
+    assert pipeline.make_deadwood_model(product, teacher, 16).batch_norm == "joint"
     assert runner.make_deadwood_model(bench, (), teacher, 16)[0].batch_norm == "joint"
 
 

@@ -280,20 +280,20 @@ def test_the_new_switches_leave_the_fingerprints_of_older_rows_alone(tmp_path):
     from conftest import tiny_benchmark_config as tiny
 
     c = tiny()
-    before = {m: runner._fingerprint(c, m) for m in ("dense_at", "deadwood")}
+    before = {m: runner.fingerprint(c, m) for m in ("dense_at", "deadwood")}
     with c.unlocked():
         c.data.augment = False
         c.eval.per_epoch_examples = 0
         c.eval.per_epoch_pgd_steps = 10
         c.dense.lr_schedule = "constant"
-    assert {m: runner._fingerprint(c, m) for m in before} == before
+    assert {m: runner.fingerprint(c, m) for m in before} == before
     for field, value in (("data.augment", True), ("eval.per_epoch_examples", 100),
                          ("dense.lr_schedule", "cosine")):
         changed = tiny()
         section, name = field.split(".")
         with changed.unlocked():
             changed[section][name] = value
-        assert runner._fingerprint(changed, "dense_at") != before["dense_at"], field
+        assert runner.fingerprint(changed, "dense_at") != before["dense_at"], field
     c.dense.lr_schedule = "linear"
     with pytest.raises(ValueError, match=r"`dense.lr_schedule`: expected one of \('constant', "
                        r"'cosine'\)\. Received: 'linear'"):

@@ -108,11 +108,11 @@ def test_hydra_rejects_unknown_settings(dense, digits, attack):
 
 def test_each_peer_row_reads_its_own_section():
     c = tiny_config()
-    before = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+    before = {m: runner.fingerprint(c, m) for m in runner.METHODS}
 
     def changed_by(edit):
         edit(c)
-        after = {m: runner._fingerprint(c, m) for m in runner.METHODS}
+        after = {m: runner.fingerprint(c, m) for m in runner.METHODS}
         out = sorted(m for m in after if after[m] != before[m])
         before.update(after)
         return out

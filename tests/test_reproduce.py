@@ -81,6 +81,6 @@ def test_every_committed_row_rebuilds_its_own_fingerprint():
                 row.get("method") not in runner.METHODS:
             continue
         config = reproduce.row_config(row)
-        assert runner._fingerprint(config, row["method"]) == row["fingerprint"], path
+        assert runner.fingerprint(config, row["method"]) == row["fingerprint"], path
         checked += 1
     assert checked > 300

@@ -40,7 +40,7 @@ from deadwood_tf.benchmarks import baselines
 from deadwood_tf import channel_groups as cg
 from deadwood_tf import data as data_lib
 from deadwood_tf import models as models_lib
-from deadwood_tf.adversarial import AdversarialTraining
+from deadwood_tf import pipeline
 from deadwood_tf.shrink import shrink_model
 from deadwood_tf.litert import time_files
 
@@ -152,9 +152,10 @@ def main(argv):
     else:
         dense = models_lib.build_model(_MODEL.value, ds.input_shape, ds.num_classes,
                                        width=_WIDTH.value)
-        trainer = AdversarialTraining(dense, train_attack)
-        trainer.compile(keras.optimizers.Adam(_LR.value))
-        _fit(trainer, ds, _DENSE_EPOCHS.value)
+        if _DENSE_EPOCHS.value:
+            pipeline.fit_adversarial(dense, train_attack, keras.optimizers.Adam(_LR.value),
+                                     ds.train_pipeline(_BATCH.value, with_index=False),
+                                     _DENSE_EPOCHS.value, verbose=2)
         dense.save(os.path.join(out, "dense.keras"))
     dense_macs = cg.channel_groups(dense).total_macs
     rows = [{"method": "dense", "target": 0.0, "macs": dense_macs,

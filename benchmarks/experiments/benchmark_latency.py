@@ -28,7 +28,7 @@ import keras
 from absl import app, flags
 from ml_collections import config_flags
 
-from deadwood_tf import export, litert, report
+from deadwood_tf import atomic, export, litert, pipeline, provenance
 from deadwood_tf.benchmarks import runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/benchmark_*.py file.")
@@ -69,7 +69,7 @@ def main(argv):
             continue
         model = keras.models.load_model(path)
         sparse = r["method"] == "deadwood"
-        entry = {"method": r["method"], "target": r["target_sparsity"], **runner._size(model),
+        entry = {"method": r["method"], "target": r["target_sparsity"], **pipeline.model_size(model),
                  "clean": r["clean"], "pgd": r["pgd"]}
         for kind, quantize in (("fp32", None), ("int8", "int8")):
             out = os.path.join(tdir, f"{name}_{kind}.tflite")
@@ -92,11 +92,11 @@ def main(argv):
     result = {"protocol": config.protocol, "seed": 0, "models": files,
               "timing_seconds": time.time() - t0, "rounds": _ROUNDS.value,
               "invokes": _INVOKES.value, "command": _command(sys.argv),
-              "machine": {**report._machine(), "machine": platform.machine(),
+              "machine": {**provenance.machine(), "machine": platform.machine(),
                           "note": _NOTE.value},
-              "versions": report._versions(),
+              "versions": provenance.versions(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    runner._write_json(os.path.join(folder, "latency", "seed0.json"), result)
+    atomic.write_json(os.path.join(folder, "latency", "seed0.json"), result)
     print(json.dumps({k: {f: v for f, v in e.items() if f.startswith("us_")}
                       for k, e in files.items()}, indent=1))
 

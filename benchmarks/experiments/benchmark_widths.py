@@ -24,8 +24,7 @@ import keras
 import numpy as np
 from absl import app, flags
 
-from deadwood_tf import export, litert, report
-from deadwood_tf.benchmarks import runner
+from deadwood_tf import atomic, export, litert, pipeline, provenance
 
 _ROUNDS = flags.DEFINE_integer("rounds", 30, "Timing rounds per file.")
 _OUT = flags.DEFINE_string("output", "benchmarks/results/cifar_resnet20/latency/widths.json",
@@ -93,7 +92,7 @@ def main(argv):
         for layer in model.layers:  # batch-norm statistics of a trained net's scale
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.moving_variance.assign(np.full(layer.moving_variance.shape, 4.0))
-        entry = {"stream": stream, "inner": inner, "what": what, **runner._size(model)}
+        entry = {"stream": stream, "inner": inner, "what": what, **pipeline.model_size(model)}
         for kind, quantize in (("fp32", None), ("int8", "int8")):
             path = os.path.join(tdir, f"{name}_{kind}.tflite")
             export.export_tflite(model, path, sparse=False, quantize=quantize, sample_inputs=x,
@@ -112,11 +111,11 @@ def main(argv):
             for k in ("fp32", "int8")), flush=True)
     result = {"shapes": entries, "rounds": _ROUNDS.value, "invokes": 10,
               "command": " ".join(a for a in sys.argv if not a.startswith("--machine_note")),
-              "machine": {**report._machine(), "machine": platform.machine(),
+              "machine": {**provenance.machine(), "machine": platform.machine(),
                           "note": _NOTE.value},
-              "versions": report._versions(),
+              "versions": provenance.versions(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    runner._write_json(_OUT.value, result)
+    atomic.write_json(_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from deadwood_tf import attacks as attacks_lib  # noqa: E402
-from deadwood_tf import autoattack, models, report  # noqa: E402
-from deadwood_tf.adversarial import AdversarialTraining  # noqa: E402
+from deadwood_tf import autoattack, models, pipeline, provenance  # noqa: E402
 from deadwood_tf.benchmarks import worst_case  # noqa: E402
 from deadwood_tf.benchmarks.config import benchmark_config  # noqa: E402
 
@@ -79,12 +78,11 @@ def _model(x_train, y_train):
     keras.utils.set_random_seed(_SEED.value)
     t0 = time.time()
     model = models.build_model(c.model.name, x_train.shape[1:], 10, c.model.width)
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x_train, y_train, batch_size=128, epochs=_NATURAL.value, verbose=2)
-    at = AdversarialTraining(model, attacks_lib.from_config(c.attack))
-    at.compile(keras.optimizers.Adam(1e-3))
-    at.fit(x_train, y_train, batch_size=128, epochs=_ADVERSARIAL.value, verbose=2)
+    pipeline.fit_natural(model, keras.optimizers.Adam(1e-3), x_train, _NATURAL.value,
+                         y=y_train, batch_size=128, verbose=2)
+    pipeline.fit_adversarial(model, attacks_lib.from_config(c.attack),
+                             keras.optimizers.Adam(1e-3), x_train, _ADVERSARIAL.value,
+                             y=y_train, batch_size=128, verbose=2)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     model.save(path)
     return model, time.time() - t0
@@ -190,8 +188,8 @@ def main(argv):
                      "clean_on_compared": float(clean.mean()) if len(x) else None},
            "eps": eps, "seed": seed, "compare_examples": len(x), "apgd_iter": _APGD_ITER.value,
            "square_queries": _QUERIES.value, "comparison": rows, "cascade": None,
-           "load_average": load, "versions": report._versions(), "machine": {
-               **report._machine(), "cores_usable": len(os.sched_getaffinity(0)),
+           "load_average": load, "versions": provenance.versions(), "machine": {
+               **provenance.machine(), "cores_usable": len(os.sched_getaffinity(0)),
                "note": "2 CPU cores shared with other jobs (see load_average)"},
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     try:

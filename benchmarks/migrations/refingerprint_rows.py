@@ -24,10 +24,10 @@ def main(folders):
             if "config" not in row or "method" not in row:
                 continue
             config = ml_collections.ConfigDict(row["config"])
-            new = runner._fingerprint(config, row["method"])
+            new = runner.fingerprint(config, row["method"])
             if row.get("fingerprint") != new:
                 row["fingerprint"] = new
-                runner._write_json(path, row)
+                runner.write_json(path, row)
                 print(f"{path}: {new}")
 
 

@@ -33,8 +33,7 @@ import tensorflow as tf
 
 from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import models as models_lib
-from deadwood_tf import prune, pruning_impl
-from deadwood_tf.adversarial import AdversarialTraining
+from deadwood_tf import pipeline, prune, pruning_impl
 
 
 def _steps_per_epoch(ds, batch_size):
@@ -112,10 +111,9 @@ def _adversarial_finetune(wrapped, ds, attack, epochs, batch_size, learning_rate
                           verbose, callbacks=()):
     """`epochs` of adversarial training of a cut model (masks fixed); stripped."""
     if epochs:
-        trainer = AdversarialTraining(wrapped, attack)
-        trainer.compile(keras.optimizers.Adam(learning_rate))
-        trainer.fit(ds.train_pipeline(batch_size, seed, with_index=False), epochs=epochs,
-                    verbose=verbose, callbacks=list(callbacks))
+        pipeline.fit_adversarial(wrapped, attack, keras.optimizers.Adam(learning_rate),
+                                 ds.train_pipeline(batch_size, seed, with_index=False), epochs,
+                                 verbose=verbose, callbacks=list(callbacks))
     return prune.strip_pruning(wrapped)
 
 
@@ -310,10 +308,9 @@ def hydra(dense, ds, sparsity, *, attack, score_epochs=3, epochs=6, batch_size=1
         m.assign(k.astype(m.dtype))
         w.assign(np.asarray(w.numpy()) * k.astype(w.dtype))
     if epochs - score_epochs > 0:
-        trainer = AdversarialTraining(wrapped, attack)
-        trainer.compile(_optimizer(optimizer, learning_rate, (epochs - score_epochs) * steps,
-                                   **opt))
-        trainer.fit(data, epochs=epochs - score_epochs, verbose=verbose)
+        pipeline.fit_adversarial(
+            wrapped, attack, _optimizer(optimizer, learning_rate, (epochs - score_epochs) * steps,
+                                        **opt), data, epochs - score_epochs, verbose=verbose)
     return prune.strip_pruning(wrapped)
 
 
@@ -422,10 +419,9 @@ def pquant(dense, ds, sparsity, *, method, attack, pruning_epochs, epochs=6, bat
     callback = _pquant_callback_class()(
         config, log_ebops=False, log_keep_ratio=False, apply_final_compression=True,
         pretraining_epochs=0, epochs=pruning_epochs, fine_tuning_epochs=epochs - pruning_epochs)
-    trainer = AdversarialTraining(compressed, attack)
-    trainer.compile(keras.optimizers.Adam(learning_rate))
-    trainer.fit(ds.train_pipeline(batch_size, seed, with_index=False),
-                epochs=callback.total_epochs, verbose=verbose, callbacks=[callback])
+    pipeline.fit_adversarial(compressed, attack, keras.optimizers.Adam(learning_rate),
+                             ds.train_pipeline(batch_size, seed, with_index=False),
+                             callback.total_epochs, verbose=verbose, callbacks=[callback])
     # Back into the dense architecture: PQuantML keeps the order of the weight layers.
     out = keras.models.clone_model(dense)
     out.set_weights(dense.get_weights())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from deadwood_tf.config import default_config
+from deadwood_tf.config import default_config, eval_attacks
 
 
 def benchmark_config() -> ml_collections.ConfigDict:
@@ -33,6 +33,9 @@ def benchmark_config() -> ml_collections.ConfigDict:
     # Where a row is evaluated: "test" (final models, read once) or
     # "validation" (every choice: defaults, peers' settings).
     c.split = "test"
+    # The optimizer of the dense models and of every switch of the Deadwood
+    # mechanism (the peers have their own settings), as in the pipeline.
+    c.optimizer = base.optimizer
     c.data = base.data
     c.data.name = "npz"
     c.data.path = ""                # configs set it; the library holds no path
@@ -56,75 +59,94 @@ def benchmark_config() -> ml_collections.ConfigDict:
     c.prune.schedule = "gradual"
     c.prune.solve_epochs = 3
     c.prune.finetune_epochs = 3
-    c.tfmot = ml_collections.ConfigDict()
-    c.tfmot.pruning_epochs = 4      # PolynomialDecay over the first 4 epochs
-    c.tfmot.frequency = 10          # steps between tfmot's mask updates
-    # HYDRA, two rows on one code path (`baselines.hydra`). `hydra_global` reads
-    # `hydra` (the global variant; it fine-tunes at `deadwood.learning_rate`):
-    c.hydra = ml_collections.ConfigDict()
-    c.hydra.score_epochs = 3
-    c.hydra.score_learning_rate = 1e-3
-    c.hydra.scope = "global"        # top-k over the whole network
-    c.hydra.score_init = "magnitude"  # scores start at |w|
-    c.hydra.optimizer = "adam"
-    c.hydra.momentum = 0.0
-    c.hydra.weight_decay = 0.0
-    c.hydra.lr_schedule = "constant"
-    # `hydra` reads `hydra_published`: HYDRA as published (Sehwag et al., NeurIPS
-    # 2020; their code's train.py, configs/configs.yml, get_compact_net_adv_train.sh).
-    c.hydra_published = ml_collections.ConfigDict()
-    c.hydra_published.score_epochs = 1  # their 20 pruning : 100 fine-tune epochs -> 1 : 5 of 6
-    c.hydra_published.score_learning_rate = 0.1
+    c.tfmot, c.hydra, c.hydra_published = _tfmot(), _hydra(), _hydra_published()
+    c.pquant = _pquant()
+    c.eval = eval_attacks()
+    c.worst = _worst_case()
+    return c
+
+
+def _tfmot() -> ml_collections.ConfigDict:
+    t = ml_collections.ConfigDict()
+    t.pruning_epochs = 4      # PolynomialDecay over the first 4 epochs
+    t.frequency = 10          # steps between tfmot's mask updates
+    return t
+
+
+def _hydra() -> ml_collections.ConfigDict:
+    """HYDRA, two rows on one code path (`baselines.hydra`). `hydra_global` reads
+    `hydra` (the global variant; it fine-tunes at `deadwood.learning_rate`)."""
+    h = ml_collections.ConfigDict()
+    h.score_epochs = 3
+    h.score_learning_rate = 1e-3
+    h.scope = "global"        # top-k over the whole network
+    h.score_init = "magnitude"  # scores start at |w|
+    h.optimizer = "adam"
+    h.momentum = 0.0
+    h.weight_decay = 0.0
+    h.lr_schedule = "constant"
+    return h
+
+
+def _hydra_published() -> ml_collections.ConfigDict:
+    """`hydra` reads `hydra_published`: HYDRA as published (Sehwag et al., NeurIPS
+    2020; their code's train.py, configs/configs.yml, get_compact_net_adv_train.sh)."""
+    h = ml_collections.ConfigDict()
+    h.score_epochs = 1  # their 20 pruning : 100 fine-tune epochs -> 1 : 5 of 6
+    h.score_learning_rate = 0.1
     # Fine-tuning: their --lr 0.01 scored 40% PGD-20 on validation here; 0.1 scored 80%.
-    c.hydra_published.learning_rate = 0.1
-    c.hydra_published.scope = "layer"   # GetSubnet: top-k within each layer
-    c.hydra_published.score_init = "scaled"  # sqrt(6 / fan_in) * w / max|w|
-    c.hydra_published.optimizer = "sgd"
-    c.hydra_published.momentum = 0.9
-    c.hydra_published.weight_decay = 1e-4  # L2 on the gradient, as torch.optim.SGD
-    c.hydra_published.lr_schedule = "cosine"  # per step here; theirs per epoch
-    # PQuantML 0.1.0 (`baselines.pquant`): each method's pruning_parameters, at the
-    # defaults of its config_<method>.yaml (the target sparsity comes from the row),
-    # plus `pruning_epochs` of the budget before its fine-tuning phase and how far
-    # the final sparsity may lie from the target (else the row fails).
-    c.pquant = ml_collections.ConfigDict()
-    c.pquant.mdmm = ml_collections.ConfigDict()
-    c.pquant.mdmm.pruning_epochs = 5  # their 200 pruning : 30 fine-tune epochs -> 5 : 1 of 6
-    c.pquant.mdmm.sparsity_tolerance = 0.002
-    c.pquant.mdmm.constraint_type = "Equality"
-    c.pquant.mdmm.target_value = 0.0
-    c.pquant.mdmm.metric_type = "UnstructuredSparsity"
-    c.pquant.mdmm.rf = 1
-    c.pquant.mdmm.epsilon = 1e-3    # |w| <= epsilon counts as pruned
-    c.pquant.mdmm.scale = 10.0
-    c.pquant.mdmm.damping = 1.0
-    c.pquant.mdmm.use_grad = False
-    c.pquant.mdmm.l0_mode = "coarse"
-    c.pquant.mdmm.scale_mode = "mean"
-    c.pquant.mdmm.constraint_lr = 1e-3
-    c.pquant.pdp = ml_collections.ConfigDict()
-    c.pquant.pdp.pruning_epochs = 5  # their 100 pruning : 20 fine-tune epochs -> 5 : 1 of 6
-    c.pquant.pdp.sparsity_tolerance = 0.002
+    h.learning_rate = 0.1
+    h.scope = "layer"   # GetSubnet: top-k within each layer
+    h.score_init = "scaled"  # sqrt(6 / fan_in) * w / max|w|
+    h.optimizer = "sgd"
+    h.momentum = 0.9
+    h.weight_decay = 1e-4  # L2 on the gradient, as torch.optim.SGD
+    h.lr_schedule = "cosine"  # per step here; theirs per epoch
+    return h
+
+
+def _pquant() -> ml_collections.ConfigDict:
+    """PQuantML 0.1.0 (`baselines.pquant`): each method's pruning_parameters, at the
+    defaults of its config_<method>.yaml (the target sparsity comes from the row),
+    plus `pruning_epochs` of the budget before its fine-tuning phase and how far
+    the final sparsity may lie from the target (else the row fails)."""
+    q = ml_collections.ConfigDict()
+    q.mdmm = ml_collections.ConfigDict()
+    q.mdmm.pruning_epochs = 5  # their 200 pruning : 30 fine-tune epochs -> 5 : 1 of 6
+    q.mdmm.sparsity_tolerance = 0.002
+    q.mdmm.constraint_type = "Equality"
+    q.mdmm.target_value = 0.0
+    q.mdmm.metric_type = "UnstructuredSparsity"
+    q.mdmm.rf = 1
+    q.mdmm.epsilon = 1e-3    # |w| <= epsilon counts as pruned
+    q.mdmm.scale = 10.0
+    q.mdmm.damping = 1.0
+    q.mdmm.use_grad = False
+    q.mdmm.l0_mode = "coarse"
+    q.mdmm.scale_mode = "mean"
+    q.mdmm.constraint_lr = 1e-3
+    q.pdp = ml_collections.ConfigDict()
+    q.pdp.pruning_epochs = 5  # their 100 pruning : 20 fine-tune epochs -> 5 : 1 of 6
+    q.pdp.sparsity_tolerance = 0.002
     # The mask's target ramps as min(1, epsilon * (epoch + 1)): their 0.015 reaches
     # it after 67 of their 100 pruning epochs; 0.3 after 4 of these 5.
-    c.pquant.pdp.epsilon = 0.3
-    c.pquant.pdp.temperature = 1e-5
-    c.pquant.pdp.structured_pruning = False
-    c.eval = ml_collections.ConfigDict()
-    c.eval.eps = 0.2
-    c.eval.fgsm = True
-    c.eval.pgd_steps = 20
-    c.eval.pgd_step_size = 0.02
-    # Worst case over attacks (tools/benchmark.py --worst_case; benchmarks/worst_case.py):
-    # the cascade PGD restarts > APGD-CE > APGD-T > Square, each on the digits still robust.
-    # Not part of the rows' fingerprint (runner._fingerprint leaves `worst` out).
-    c.worst = ml_collections.ConfigDict()
-    c.worst.examples = 1000
-    c.worst.pgd_restarts = 5
-    c.worst.apgd_steps = 100        # iterations of APGD-CE and of APGD-T per target
-    c.worst.apgd_targets = 9        # APGD-T's targets: the top 9 other classes by clean logit
-    c.worst.square = True           # False: the gradient attacks only (selection)
-    c.worst.square_queries = 5000
-    c.worst.square_p_init = 0.8
-    c.worst.batch_size = 0          # examples per attack call; 0: all still robust at once
-    return c
+    q.pdp.epsilon = 0.3
+    q.pdp.temperature = 1e-5
+    q.pdp.structured_pruning = False
+    return q
+
+
+def _worst_case() -> ml_collections.ConfigDict:
+    """Worst case over attacks (tools/benchmark.py --worst_case; benchmarks/worst_case.py):
+    the cascade PGD restarts > APGD-CE > APGD-T > Square, each on the digits still
+    robust. Not part of the rows' fingerprint (`runner.fingerprint` leaves `worst` out)."""
+    w = ml_collections.ConfigDict()
+    w.examples = 1000
+    w.pgd_restarts = 5
+    w.apgd_steps = 100        # iterations of APGD-CE and of APGD-T per target
+    w.apgd_targets = 9        # APGD-T's targets: the top 9 other classes by clean logit
+    w.square = True           # False: the gradient attacks only (selection)
+    w.square_queries = 5000
+    w.square_p_init = 0.8
+    w.batch_size = 0          # examples per attack call; 0: all still robust at once
+    return w

@@ -124,7 +124,7 @@ def reproduce(row_path: str, workdir: str | None = None, results_dir: str | None
     """
     row = _load_row(row_path)
     config = row_config(row)
-    fingerprint = runner._fingerprint(config, row["method"])
+    fingerprint = runner.fingerprint(config, row["method"])
     if fingerprint != row["fingerprint"]:
         raise ValueError(
             f"Invalid benchmark state: {row_path!r} records fingerprint {row['fingerprint']}, "

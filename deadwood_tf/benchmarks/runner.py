@@ -32,17 +32,16 @@ import time
 
 import keras
 import ml_collections
-import tensorflow as tf
 
 from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import callbacks as callbacks_lib
 from deadwood_tf import data as data_lib
 from deadwood_tf import models as models_lib
-from deadwood_tf import prune, report
-from deadwood_tf.adversarial import AdversarialTraining
+from deadwood_tf import pipeline, prune
+from deadwood_tf.atomic import save_model, write_json
 from deadwood_tf.epoch_state import EpochState
 from deadwood_tf.config import default_config
-from deadwood_tf.deadwood_model import DeadwoodModel
+from deadwood_tf.provenance import machine, versions
 
 SPLITS = ("test", "validation")
 
@@ -141,7 +140,8 @@ def _names(config):
     return names
 
 
-def _check(config):
+def check_config(config):
+    """`(methods, sparsities, seeds)` of `config`, checked (lists given as strings split)."""
     names = _names(config)
     if config.split not in SPLITS:
         raise ValueError(f"Invalid value for `split`: expected one of {SPLITS}. "
@@ -198,7 +198,8 @@ def _evaluated_split(config, validation, test):
 # ---------------------------------------------------------------- bookkeeping
 
 
-_LATER_FIELDS = {("deadwood", "batch_norm"): default_config().deadwood.batch_norm,
+_LATER_FIELDS = {(None, "optimizer"): "adam",
+                 ("deadwood", "batch_norm"): default_config().deadwood.batch_norm,
                  ("prune", "round_to"): 1, ("data", "augment"): False,
                  ("eval", "per_epoch_examples"): 0, ("eval", "per_epoch_pgd_steps"): 10,
                  ("dense", "lr_schedule"): "constant"}
@@ -210,13 +211,17 @@ def _without_later_defaults(c: dict) -> dict:
     where they hold their default: what those rows' hashes were computed from."""
     c = dict(c)
     for (section, field), default in _LATER_FIELDS.items():
+        if section is None:
+            if c.get(field, default) == default:
+                c.pop(field, None)
+            continue
         values = c.get(section)
         if isinstance(values, dict) and values.get(field, default) == default:
             c[section] = {k: v for k, v in values.items() if k != field}
     return c
 
 
-def _fingerprint(config, method=None) -> str:
+def fingerprint(config, method=None) -> str:
     """Hash of every setting that changes a row's numbers.
 
     With `method`, only the settings that method reads, after its switches:
@@ -232,8 +237,8 @@ def _fingerprint(config, method=None) -> str:
         c.pop(key, None)
     if method is not None:
         m = METHODS[method]
-        keep = {k: c[k] for k in ("protocol", "split", "data", "model", "attack", "dense", "eval")
-                if k in c}
+        keep = {k: c[k] for k in ("protocol", "split", "optimizer", "data", "model", "attack",
+                                  "dense", "eval") if k in c}
         if m.kind == "deadwood":
             eff, extra = with_switches(config, m.switches)
             keep.update(deadwood=eff.deadwood.to_dict(), prune=eff.prune.to_dict(),
@@ -270,36 +275,16 @@ def rows_dir(config, results_dir):
     return os.path.join(out, "validation") if config.split == "validation" else out
 
 
-def write_json(path, obj):
-    """Writes `obj` to `path` as sorted, indented JSON, atomically."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=float)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-_write_json = write_json
-
-
-def _finished(path, fingerprint):
+def _finished(path, row_fingerprint):
     if not os.path.exists(path):
         return False
     row = json.load(open(path))
-    if row.get("fingerprint") != fingerprint:
+    if row.get("fingerprint") != row_fingerprint:
         raise ValueError(
             f"Invalid benchmark state: {path} was made under other settings (fingerprint "
-            f"{row.get('fingerprint')}, now {fingerprint}). Rows of different settings must "
+            f"{row.get('fingerprint')}, now {row_fingerprint}). Rows of different settings must "
             "not be mixed: use another `protocol` (or `variant`) name, or delete the file.")
     return True
-
-
-def _save_model(model, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- training
@@ -314,14 +299,12 @@ def _fit_callbacks(config, ds, title, check=None):
     PGD check on the validation subset `check` (`eval.per_epoch_examples`;
     catastrophic overfitting is flagged, not stopped). Returns `(callbacks,
     robust)`; `robust` is the check's callback or None."""
-    out = [callbacks_lib.Progress(ds.num_train, config.data.batch_size, title)] \
-        if config.verbose else []
+    out = [pipeline.progress(config, ds, title)] if config.verbose else []
     n = config.eval.get("per_epoch_examples", 0)
     if not n or check is None:
         return out, None
-    from deadwood_tf.train import per_epoch_attack
-
-    robust = callbacks_lib.RobustAccuracy(check[0][:n], check[1][:n], per_epoch_attack(config),
+    robust = callbacks_lib.RobustAccuracy(check[0][:n], check[1][:n],
+                                          pipeline.per_epoch_attack(config),
                                           name="val_pgd_check")
     return out + [robust], robust
 
@@ -334,7 +317,7 @@ def _check_summary(robust):
 
 
 def _dense_learning_rate(config, ds, epochs):
-    """Adam's step in a dense phase of `epochs` epochs: `dense.learning_rate`,
+    """The optimizer's step in a dense phase of `epochs` epochs: `dense.learning_rate`,
     constant or (`dense.lr_schedule="cosine"`) decayed to 0 along a cosine
     over the phase's steps."""
     c = config.dense
@@ -363,59 +346,75 @@ def _natural_phase(config, ds, seed, path, folder):
     print(f"== seed {seed}: dense model, {c.epochs} epochs natural + {c.adversarial_epochs} "
           f"adversarial ({model.count_params():,} parameters)", flush=True)
     t0 = time.time()
-    model.compile(keras.optimizers.Adam(_dense_learning_rate(config, ds, c.epochs)),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(ds.train_pipeline(config.data.batch_size, 100 * seed, with_index=False),
-              epochs=c.epochs, verbose=_fit_verbose(config),
-              callbacks=_fit_callbacks(config, ds, f"seed {seed} dense")[0])
+    pipeline.fit_natural(
+        model, pipeline.make_optimizer(config, _dense_learning_rate(config, ds, c.epochs)),
+        _phase_data(config, ds, seed, "natural"), c.epochs, verbose=_fit_verbose(config),
+        callbacks=_fit_callbacks(config, ds, f"seed {seed} dense")[0])
     times = {"dense": time.time() - t0}
-    _save_model(model, path)
-    _write_json(natural_meta, times)
+    save_model(model, path)
+    write_json(natural_meta, times)
     return model, times
 
 
-def _dense_models(config, ds, seed, workdir, check=None):
-    """The seed's dense and dense adversarially trained models (cached)."""
+def _phase_data(config, ds, seed, phase, with_index=False):
+    """The training batches of a phase of seed `seed`'s rows (`pipeline.PHASE_SEEDS`)."""
+    return ds.train_pipeline(config.data.batch_size, 100 * seed + pipeline.PHASE_SEEDS[phase],
+                             with_index=with_index)
+
+
+def _dense_key(config, seed, check) -> str:
+    """The dense models' cache key: what their training reads."""
     stripped = _without_later_defaults({"data": config.data.to_dict(),
                                         "dense": config.dense.to_dict()})
-    key = hashlib.sha256(json.dumps(
+    optimizer = config.get("optimizer", "adam")
+    return hashlib.sha256(json.dumps(
         [stripped["data"], config.model.to_dict(), config.attack.to_dict(), stripped["dense"],
          seed]
         # The per-epoch check draws random starts, so it changes the training that follows.
         + ([config.eval.per_epoch_examples, config.eval.get("per_epoch_pgd_steps", 10)]
-           if config.eval.get("per_epoch_examples", 0) and check is not None else []),
+           if config.eval.get("per_epoch_examples", 0) and check is not None else [])
+        # Keys made before `optimizer` existed: Adam, left out.
+        + ([optimizer] if optimizer != "adam" else []),
         sort_keys=True).encode()).hexdigest()[:12]
-    folder = os.path.join(workdir, config.protocol, f"dense_seed{seed}_{key}")
+
+
+def _dense_models(config, ds, seed, workdir, check=None):
+    """The seed's dense and dense adversarially trained models (cached): the
+    pipeline's teacher phases (`pipeline.fit_natural`, then
+    `pipeline.fit_adversarial`) with `config.dense`'s epochs and learning rate."""
+    folder = os.path.join(workdir, config.protocol,
+                          f"dense_seed{seed}_{_dense_key(config, seed, check)}")
     paths = {k: os.path.join(folder, f"{k}.keras") for k in ("dense", "dense_at")}
     meta = os.path.join(folder, "times.json")
     if all(os.path.exists(p) for p in [*paths.values(), meta]):
         return {k: keras.models.load_model(p) for k, p in paths.items()}, json.load(open(meta))
     model, times = _natural_phase(config, ds, seed, paths["dense"], folder)
     t0 = time.time()
-    at = AdversarialTraining(model, attacks_lib.from_config(config.attack))
-    at.compile(keras.optimizers.Adam(
-        _dense_learning_rate(config, ds, config.dense.adversarial_epochs)))
+    c = config.dense
+    optimizer = pipeline.make_optimizer(config, _dense_learning_rate(config, ds,
+                                                                     c.adversarial_epochs))
     callbacks, robust = _fit_callbacks(config, ds, f"seed {seed} dense_at", check)
     # Every adversarial epoch's state is kept, so a stopped run resumes at its next
     # epoch (from a fresh random stream: the resumed epochs are not the same draws).
     state = EpochState(os.path.join(folder, "dense_at_state"), model=model,
                        extra=lambda: {"check_pgd": robust.history if robust else []})
-    first = state.restore(model, at.optimizer)
+    first = state.restore(model, optimizer)
+    data = _phase_data(config, ds, seed, "adversarial")
     if first or times.get("dense_natural_loaded"):
         print(f"== seed {seed}: dense_at resumes after epoch {first}", flush=True)
         keras.utils.set_random_seed(100 * seed + 1000 + first)
         times["dense_at_resumed_after_epoch"] = first
         if robust is not None:
             robust.history = list(state.extra.get("check_pgd", []))
-    at.fit(ds.train_pipeline(config.data.batch_size, 100 * seed + 1 + 1000 * first,
-                             with_index=False),
-           epochs=config.dense.adversarial_epochs, initial_epoch=first,
-           verbose=_fit_verbose(config), callbacks=callbacks + [state])
+        data = ds.train_pipeline(config.data.batch_size, 100 * seed + 1000 * first
+                                 + pipeline.PHASE_SEEDS["adversarial"], with_index=False)
+    pipeline.fit_adversarial(model, attacks_lib.from_config(config.attack), optimizer, data,
+                             c.adversarial_epochs, initial_epoch=first,
+                             verbose=_fit_verbose(config), callbacks=callbacks + [state])
     times["dense_at"] = times["dense"] + time.time() - t0
     times.update({f"dense_at_{k}": v for k, v in _check_summary(robust).items()})
-    _save_model(model, paths["dense_at"])
-    _write_json(meta, times)
+    save_model(model, paths["dense_at"])
+    write_json(meta, times)
     return {"dense": keras.models.load_model(paths["dense"]), "dense_at": model}, times
 
 
@@ -441,38 +440,28 @@ def with_switches(config, switches):
 
 
 def make_deadwood_model(config, switches, teacher, num_train):
-    """`(model, config, per_example)`: the DeadwoodModel of a method's switches."""
+    """`(model, config, per_example)`: the compiled DeadwoodModel of a method's
+    switches (`pipeline.make_deadwood_model` and `pipeline.compile_deadwood` of
+    the switched config, the pipeline's own), that config, and whether it has
+    one multiplier per example."""
     c, extra = with_switches(config, switches)
-    d = c.deadwood
     per_example = extra.get("per_example", True)
-    model = DeadwoodModel(
-        prune.prune_model(teacher), teacher, attack=attacks_lib.from_config(c.attack),
-        fidelity_bound=d.fidelity_bound, robustness_bound=d.robustness_bound,
-        sparsity_weight=d.sparsity_weight, label_weight=d.label_weight,
-        temperature=d.temperature, robust_target=d.robust_target,
-        initial_multiplier=d.initial_multiplier, batch_norm=d.batch_norm,
-        sparsity_term="group_lasso" if c.prune.pattern == "channel" else "l1",
-        num_examples=num_train if per_example else None)
-    if "fidelity_multiplier" in extra:
-        model.ensure_multipliers(num_train if per_example else 1)
-        model.fidelity_multipliers.assign(
-            tf.fill(model.fidelity_multipliers.shape, float(extra["fidelity_multiplier"])))
-    return model, c, per_example
+    model = pipeline.make_deadwood_model(c, teacher, num_train, per_example=per_example,
+                                         fidelity_multiplier=extra.get("fidelity_multiplier"))
+    return pipeline.compile_deadwood(model, c), c, per_example
 
 
 def _deadwood(config, switches, dense_at, ds, sparsity, seed, check=None, title=""):
     """The stripped model of a switch of the Deadwood mechanism, and what its
     per-epoch check recorded (`_check_summary`)."""
     model, c, per_example = make_deadwood_model(config, switches, dense_at, ds.num_train)
-    model.compile(keras.optimizers.Adam(c.deadwood.learning_rate))
     # The budget comes from the unswitched config: a switch that moves the cut
     # (e.g. solve_epochs 0 for the one-shot control) must not shorten training.
     epochs = config.prune.solve_epochs + config.prune.finetune_epochs
     # After DeadwoodCallback: the check attacks the model as cut at that epoch's end.
     extra, robust = _fit_callbacks(c, ds, title, check)
-    model.fit(ds.train_pipeline(c.data.batch_size, 100 * seed + 2, with_index=per_example),
-              epochs=epochs, verbose=_fit_verbose(c),
-              callbacks=[callbacks_lib.from_config(c, target_sparsity=sparsity), *extra])
+    model.fit(_phase_data(c, ds, seed, "deadwood", with_index=per_example), epochs=epochs, verbose=_fit_verbose(c),
+              callbacks=[pipeline.deadwood_callback(c, sparsity), *extra])
     return prune.strip_pruning(model), _check_summary(robust)
 
 
@@ -507,25 +496,31 @@ def _peer(method, config, dense_at, ds, sparsity, seed, callbacks=()):
     raise ValueError(f"Invalid method kind {m.kind!r} for {method!r}")
 
 
-def _size(model):
-    """MACs (of the layers `channel_groups` counts) and parameters of `model`."""
-    from deadwood_tf import channel_groups
+def _train_row(config, method, sparsity, seed, ds, dense, dense_times, check, x_eval):
+    """`(model, train seconds, check summary)` of one row: a dense model, a switch
+    of the Deadwood mechanism or a peer (channel rows: the shrunk model)."""
+    m = METHODS[method]
+    if m.kind in ("dense", "dense_at"):
+        checked = {k[len("dense_at_"):]: v for k, v in dense_times.items()
+                   if method == "dense_at" and k.startswith("dense_at_")}
+        return dense[method], dense_times[method], checked
+    t0 = time.time()
+    keras.utils.set_random_seed(100 * seed + 3)
+    title = f"seed {seed} {method} {sparsity:g}"
+    if m.kind == "deadwood":
+        model, checked = _deadwood(config, m.switches, dense["dense_at"], ds, sparsity, seed,
+                                   check, title)
+    else:
+        extra, robust = _fit_callbacks(config, ds, title, check) \
+            if m.kind == "l1_filter" else ([], None)
+        model = _peer(method, config, dense["dense_at"], ds, sparsity, seed, extra)
+        checked = _check_summary(robust)
+    seconds = time.time() - t0
+    if m.group == "structured":  # the physically smaller model (verified)
+        from deadwood_tf.shrink import shrink_model
 
-    try:
-        macs = int(channel_groups.channel_groups(model).total_macs)
-    except ValueError:  # a graph channel_groups does not analyse: no MACs figure
-        macs = None
-    return {"macs": macs, "params": int(model.count_params())}
-
-
-def _evaluate(config, model, x, y):
-    attacks = attacks_lib.eval_attacks_from_config(config)
-    acc = attacks_lib.evaluate_robustness(model, x, y, attacks)
-    rep = prune.sparsity_report(model)
-    return {**_size(model), "clean": acc["clean"], "pgd": acc[attacks[-1].name],
-            "fgsm": acc[attacks[0].name] if config.eval.fgsm else None,
-            "accuracy": acc, "sparsity": rep.sparsity,
-            "layer_sparsity": {w.name: w.sparsity for w in rep.weights}}
+        model = shrink_model(model, sample_inputs=x_eval[:32])
+    return model, seconds, checked
 
 
 def run(config, results_dir: str, workdir: str, variant: str = "", provenance=None) -> list:
@@ -535,7 +530,7 @@ def run(config, results_dir: str, workdir: str, variant: str = "", provenance=No
     row's name, so rows of different settings never share a file. `provenance`: more
     fields for every row (provenance such as the search that chose its settings).
     """
-    names, sparsities, seeds = _check(config)
+    names, sparsities, seeds = check_config(config)
     out_dir = rows_dir(config, results_dir)
     ds, validation, test = load_splits(config)
     x_eval, y_eval = _evaluated_split(config, validation, test)
@@ -546,8 +541,8 @@ def run(config, results_dir: str, workdir: str, variant: str = "", provenance=No
           flush=True)
     common = {"protocol": config.protocol, "split": config.split,
               "variant": variant, "num_train": ds.num_train, "num_eval": int(len(x_eval)),
-              "config": config.to_dict(), "versions": report._versions(),
-              "machine": {**report._machine(), "note": "2 CPU cores shared with other jobs"},
+              "config": config.to_dict(), "versions": versions(),
+              "machine": {**machine(), "note": "2 CPU cores shared with other jobs"},
               **(provenance or {})}
     written = []
     for seed in seeds:
@@ -558,7 +553,7 @@ def run(config, results_dir: str, workdir: str, variant: str = "", provenance=No
                 s = sparsity if pruning else 0.0
                 path = os.path.join(out_dir, row_name(method, s, seed, variant) + ".json")
                 if (method, s) not in [(m, q) for m, q, _ in todo] and \
-                        not _finished(path, _fingerprint(config, method)):
+                        not _finished(path, fingerprint(config, method)):
                     todo.append((method, s, path))
         if not todo:
             continue
@@ -566,42 +561,20 @@ def run(config, results_dir: str, workdir: str, variant: str = "", provenance=No
         for method, sparsity, path in todo:
             m = METHODS[method]
             print(f"== {method} ({m.label}) -> sparsity {sparsity:g}, seed {seed}", flush=True)
-            t0 = time.time()
-            checked = {}
-            if m.kind in ("dense", "dense_at"):
-                model, seconds = dense[method], dense_times[method]
-                if method == "dense_at":
-                    checked = {k[len("dense_at_"):]: v for k, v in dense_times.items()
-                               if k.startswith("dense_at_")}
-            else:
-                keras.utils.set_random_seed(100 * seed + 3)
-                if m.kind == "deadwood":
-                    model, checked = _deadwood(config, m.switches, dense["dense_at"], ds,
-                                               sparsity, seed, check,
-                                               f"seed {seed} {method} {sparsity:g}")
-                else:
-                    extra, robust = _fit_callbacks(config, ds, f"seed {seed} {method} "
-                                                   f"{sparsity:g}", check) \
-                        if m.kind == "l1_filter" else ([], None)
-                    model = _peer(method, config, dense["dense_at"], ds, sparsity, seed, extra)
-                    checked = _check_summary(robust)
-                seconds = time.time() - t0
-                if m.group == "structured":  # the physically smaller model (verified)
-                    from deadwood_tf.shrink import shrink_model
-
-                    model = shrink_model(model, sample_inputs=x_eval[:32])
+            model, seconds, checked = _train_row(config, method, sparsity, seed, ds, dense,
+                                                 dense_times, check, x_eval)
             t1 = time.time()
             row = {"method": method, "label": m.label, "group": m.group,
                    "target_sparsity": sparsity, "seed": seed, "train_seconds": seconds,
-                   **_evaluate(config, model, x_eval, y_eval),
+                   **pipeline.evaluate(config, model, x_eval, y_eval),
                    "eval_seconds": time.time() - t1, **checked,
-                   "fingerprint": _fingerprint(config, method),
-                   "dense_macs": _size(dense["dense_at"])["macs"],
+                   "fingerprint": fingerprint(config, method),
+                   "dense_macs": pipeline.model_size(dense["dense_at"])["macs"],
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                        timespec="seconds"), **common}
-            _save_model(model, os.path.join(workdir, config.protocol, "models",
+            save_model(model, os.path.join(workdir, config.protocol, "models",
                                             f"{config.split}_{os.path.basename(path)[:-5]}.keras"))
-            _write_json(path, row)
+            write_json(path, row)
             written.append(path)
             print(f"   {method} @ {sparsity:g} seed {seed}: clean {100 * row['clean']:.2f}  "
                   f"PGD {100 * row['pgd']:.2f}  sparsity {row['sparsity']:.4f}  "

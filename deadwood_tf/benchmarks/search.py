@@ -17,7 +17,7 @@ dict "dotted.config.field" -> value). Three stages:
   and the dense ceiling.
 
 The file must be committed, unmodified, before any of its rows: every row
-records the commit (`search.commit`), so a reader can check that the rule
+records the commit (`provenance.commit_of`), so a reader can check that the rule
 came first.
 """
 
@@ -26,11 +26,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 
 import keras
 
+from deadwood_tf.atomic import write_json
 from deadwood_tf.benchmarks import runner
+from deadwood_tf.provenance import commit_of
 
 STAGES = ("validation", "choose", "test")
 _REQUIRED = ("name", "base_config", "protocol", "seed", "sparsities", "take",
@@ -70,22 +71,6 @@ def load(path: str) -> dict:
     return {**search, "path": path}
 
 
-def commit_of(path: str) -> str:
-    """The commit that last changed `path`; refuses a file that is uncommitted or
-    changed since (its rows would not record what they ran under)."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    git = lambda *a: subprocess.run(["git", *a], cwd=folder, capture_output=True,  # noqa: E731
-                                    text=True)
-    status = git("status", "--porcelain", "--", os.path.abspath(path))
-    commit = git("log", "-1", "--format=%H", "--", os.path.abspath(path)).stdout.strip()
-    if status.returncode != 0 or status.stdout.strip() or not commit:
-        raise ValueError(
-            f"Invalid search file {path!r}: commit it, unmodified, before running any of its "
-            "rows (each row records the file's commit, so the rule provably came first). "
-            f"git says: {(status.stdout or status.stderr).strip() or 'not committed'}")
-    return commit
-
-
 def candidate_config(search: dict, method: str, overrides: dict, split: str, seeds,
                      sparsities):
     """The base config with one candidate's `overrides`, narrowed to `method`."""
@@ -116,7 +101,7 @@ def run_validation(search, results_dir, workdir, methods=None, worst_case_fn=Non
     """Every candidate of `methods` (default: every contender): its validation rows,
     then its validation worst case (`worst_case_fn(config, model, x, y, selection)`,
     default the fast evaluator). Resumable: finished rows and worst cases are skipped."""
-    commit = commit_of(search["path"])
+    commit = commit_of(search["path"], "search file")
     written = []
     for method in methods or list(search["contenders"]):
         for i, overrides in enumerate(search["contenders"][method]):
@@ -156,8 +141,8 @@ def _validation_worst(search, config, method, index, sparsity, results_dir, work
     _, (x, y) = runner.load_data(config)
     n = int(search["selection"]["examples"])
     result = fn(config, keras.models.load_model(model_path), x[:n], y[:n], search["selection"])
-    runner.write_json(path, {"method": method, "candidate": index, "target_sparsity": sparsity,
-                             "seed": search["seed"], "split": "validation", **result})
+    write_json(path, {"method": method, "candidate": index, "target_sparsity": sparsity,
+                      "seed": search["seed"], "split": "validation", **result})
     return [path]
 
 
@@ -204,10 +189,11 @@ def choose(search: dict, results_dir: str) -> dict:
                 scored.append(entry)
             table[f"{method}@{sparsity:g}"] = scored
             choice[f"{method}@{sparsity:g}"] = pick(scored, search["tie"])
-    out = {"search": search["name"], "file": search["path"], "commit": commit_of(search["path"]),
+    out = {"search": search["name"], "file": search["path"],
+           "commit": commit_of(search["path"], "search file"),
            "choice": choice, "candidates": table}
-    runner.write_json(os.path.join(results_dir, search["protocol"],
-                                   f"search_{search['name']}.json"), out)
+    write_json(os.path.join(results_dir, search["protocol"], f"search_{search['name']}.json"),
+               out)
     return out
 
 
@@ -222,7 +208,7 @@ def _winner(search, chosen, method, sparsity):
 
 def run_test(search, results_dir, workdir, methods=None, seeds=None) -> list:
     """The winners' test rows (and the dense ceiling's), each recording the search."""
-    commit = commit_of(search["path"])
+    commit = commit_of(search["path"], "search file")
     choice_path = os.path.join(results_dir, search["protocol"], f"search_{search['name']}.json")
     if not os.path.exists(choice_path):
         raise ValueError(f"Invalid search state: no {choice_path}; run --stage=choose first.")

@@ -36,8 +36,9 @@ import tensorflow as tf
 
 from deadwood_tf import attacks as attacks_lib
 from deadwood_tf import autoattack
-from deadwood_tf import report
+from deadwood_tf.atomic import write_json
 from deadwood_tf.benchmarks import runner
+from deadwood_tf.provenance import machine, versions
 
 MASKING_GAP = 0.01  # more than 1 point of the digits
 EVALUATOR = "deadwood_tf.autoattack cascade: PGD restarts > APGD-CE > APGD-T > Square"
@@ -125,7 +126,7 @@ def run(config, methods, results_dir, workdir, seeds=None, variant="") -> list:
     A model is read from `<workdir>/<protocol>/models/<split>_<row name>.keras`
     (runner saves it there); a row already written is skipped.
     """
-    _, sparsities, config_seeds = runner._check(config)
+    _, sparsities, config_seeds = runner.check_config(config)
     seeds = config_seeds if seeds is None else [int(s) for s in seeds]
     config = config.copy_and_resolve_references()
     _, (x_eval, y_eval) = runner.load_data(config)
@@ -152,15 +153,15 @@ def run(config, methods, results_dir, workdir, seeds=None, variant="") -> list:
                 print(f"== worst case: {name} on {len(x)} {config.split} examples", flush=True)
                 row = {"method": method, "target_sparsity": s, "seed": seed, "variant": variant,
                        "split": config.split, "evaluator": EVALUATOR,
-                       "fingerprint": runner._fingerprint(config, method),
+                       "fingerprint": runner.fingerprint(config, method),
                        "protocol": config.protocol,
                        **evaluate(config, keras.models.load_model(model_path), x, y, seed),
                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                            timespec="seconds"),
-                       "versions": report._versions(),
-                       "machine": {**report._machine(), "load_average": os.getloadavg()},
+                       "versions": versions(),
+                       "machine": {**machine(), "load_average": os.getloadavg()},
                        "config": config.to_dict()}
-                runner._write_json(path, row)
+                write_json(path, row)
                 written.append(path)
                 a, t = row["accuracy"], row["attack_seconds"]
                 print(f"   {name}: clean {100 * a['clean']:.1f}  PGD restarts "
