@@ -3,9 +3,9 @@
 Used for the dense teacher's adversarial phase and by the benchmark's
 baselines; Deadwood itself trains with `DeadwoodModel`.
 
->>> at = AdversarialTraining(model, attack=PGD(0.2, steps=5, step_size=0.05))
->>> at.compile(keras.optimizers.Adam(1e-3))
->>> at.fit(x, y, epochs=6)      # updates `model`'s weights in place
+    at = AdversarialTraining(model, attack=PGD(0.2, steps=5, step_size=0.05))
+    at.compile(keras.optimizers.Adam(1e-3))
+    at.fit(x, y, epochs=6)      # updates `model`'s weights in place
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ training step and the evaluator use the same objects. Both run inside
 
 Example:
 
->>> pgd = PGD(eps=0.2, steps=20, step_size=0.02)
->>> evaluate_robustness(model, x_test, y_test, [FGSM(0.2), pgd])
-{'clean': 0.98, 'fgsm_linf_0.2': 0.9, 'pgd20_linf_0.2': 0.83}
+    pgd = PGD(eps=0.2, steps=20, step_size=0.02)
+    evaluate_robustness(model, x_test, y_test, [FGSM(0.2), pgd])
+    # {'clean': 0.98, 'fgsm_linf_0.2': 0.9, 'pgd20_linf_0.2': 0.83}
 """
 
 from __future__ import annotations

@@ -36,10 +36,10 @@ a cut the masked model's removed channels are exactly 0.
 
 Example:
 
->>> groups = channel_groups(model)
->>> len(groups.groups), groups.total_macs
->>> cut_channels(pruned, 0.5)          # remove half the MACs, whole groups
->>> small = shrink.shrink_model(pruned)
+    groups = channel_groups(model)
+    len(groups.groups), groups.total_macs
+    cut_channels(pruned, 0.5)          # remove half the MACs, whole groups
+    small = shrink.shrink_model(pruned)
 """
 
 from __future__ import annotations

@@ -2,25 +2,25 @@
 
 Example:
 
->>> info = export_tflite(stripped, "model.tflite", sample_inputs=x_test[:64])
->>> info["max_abs_diff"], info["bytes"], info["dense_bytes"]
-(2.4e-07, 36012, 219288)
->>> info = export_tflite(stripped, "int8.tflite", quantize="int8",
-...                      representative_data=x_train[:256],
-...                      sample_inputs=x_test[:256], sample_labels=y_test[:256])
->>> info["top1_agreement"], info["accuracy"], info["keras_accuracy"]
-(0.996, 0.973, 0.977)
+    info = export_tflite(stripped, "model.tflite", sample_inputs=x_test[:64])
+    info["max_abs_diff"], info["bytes"], info["dense_bytes"]
+    # (2.4e-07, 36012, 219288)
+    info = export_tflite(stripped, "int8.tflite", quantize="int8",
+                         representative_data=x_train[:256],
+                         sample_inputs=x_test[:256], sample_labels=y_test[:256])
+    info["top1_agreement"], info["accuracy"], info["keras_accuracy"]
+    # (0.996, 0.973, 0.977)
 
 Any number of inputs and outputs, named in the file's one signature as in
 the model (`signature.py`), every output verified:
 
->>> info = export_tflite(bert_classifier, "bert.tflite")  # ids within the vocabulary
->>> info["inputs"], info["outputs"]
-(['padding_mask', 'segment_ids', 'token_ids'], ['logits'])
->>> run_tflite("bert.tflite", {"token_ids": ids, "segment_ids": segments,
-...                            "padding_mask": mask})          # the logits
->>> export_tflite(subclassed, "cnn.tflite",
-...               input_signature=keras.InputSpec((None, 32, 32, 3), name="image"))
+    info = export_tflite(bert_classifier, "bert.tflite")  # ids within the vocabulary
+    info["inputs"], info["outputs"]
+    # (['padding_mask', 'segment_ids', 'token_ids'], ['logits'])
+    run_tflite("bert.tflite", {"token_ids": ids, "segment_ids": segments,
+                               "padding_mask": mask})          # the logits
+    export_tflite(subclassed, "cnn.tflite",
+                  input_signature=keras.InputSpec((None, 32, 32, 3), name="image"))
 
 What LiteRT's default XNNPack delegate accepts (measured with LiteRT 2.3 and
 read in its sources): float32 and float16 sparse weights reach it through
