@@ -50,8 +50,10 @@ setup(
         # tools/check_coverage.py) prune KerasHub backbones; keras-hub imports
         # tensorflow-text on the TensorFlow backend. pquant-ml: tests/test_peers.py.
         # jax, jaxlib (CPU wheels, no CUDA): tests/test_backends.py, the masks on JAX.
+        # pdoc: tests/test_api_docs.py, the API reference from the docstrings.
         "test": ["pytest", "scipy", "scikit-learn", "adversarial-robustness-toolbox==1.20.1",
                  "multiprocess", "keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22",
-                 "pquant-ml==0.1.0", "jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
+                 "pquant-ml==0.1.0", "jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11",
+                 "pdoc>=16,<17"],
     },
 )

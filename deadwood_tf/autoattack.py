@@ -30,8 +30,8 @@ stateless, drawn from `seed`, so a call is reproducible.
 
 Example:
 
->>> x_adv = apgd(lambda t: model(t, training=False), x_test, y_test, eps=0.2)
->>> robust = model.predict(x_adv).argmax(-1) == y_test
+    x_adv = apgd(lambda t: model(t, training=False), x_test, y_test, eps=0.2)
+    robust = model.predict(x_adv).argmax(-1) == y_test
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@ accuracy (with the catastrophic-overfitting check) and progress lines.
 
 Example:
 
->>> dw_model.fit(x, y, epochs=6, callbacks=[
-...     DeadwoodCallback(target_sparsity=0.95, prune_epoch=3),  # gradual over epochs 1-3
-...     keras.callbacks.CSVLogger("log.csv")])   # after DeadwoodCallback: sees its logs
+    dw_model.fit(x, y, epochs=6, callbacks=[
+        DeadwoodCallback(target_sparsity=0.95, prune_epoch=3),  # gradual over epochs 1-3
+        keras.callbacks.CSVLogger("log.csv")])   # after DeadwoodCallback: sees its logs
 """
 
 from __future__ import annotations

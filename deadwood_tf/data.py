@@ -19,8 +19,8 @@ only, so every trainer that reads the pipeline sees it and evaluation never does
 
 Example:
 
->>> ds = load_dataset("mnist", path="../shared/data/mnist10k.npz")
->>> for x, y, index in ds.train_pipeline(batch_size=128).take(1): ...
+    ds = load_dataset("mnist", path="../shared/data/mnist10k.npz")
+    for x, y, index in ds.train_pipeline(batch_size=128).take(1): ...
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ steadier than their absolute times.
 
 Example:
 
->>> us = time_files(["teacher.tflite", "model.tflite"], threads=(1, 2), rounds=10)
->>> us["1"]["teacher.tflite"] / us["1"]["model.tflite"]      # speed-up, 1 thread
+    us = time_files(["teacher.tflite", "model.tflite"], threads=(1, 2), rounds=10)
+    us["1"]["teacher.tflite"] / us["1"]["model.tflite"]      # speed-up, 1 thread
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ def prune_model(model: keras.Model, exclude=None, *, inplace: bool = False,
 
     Example:
 
-    >>> pruned = prune_model(model, exclude=["logits"])  # keep the last layer dense
+        pruned = prune_model(model, exclude=["logits"])  # keep the last layer dense
     """
     check_keras_model(model)
     _check_built(model)

@@ -10,9 +10,9 @@ dense float or int8 file, which is faster on every runtime and CPU.
 
 Example:
 
->>> dw.prune_model(model) ...; dw.cut_channels(pruned, 0.5)
->>> small = shrink_model(pruned)                     # verified to 1e-5
->>> dw.export_tflite(small, "small.tflite", sparse=False, quantize="int8")
+    dw.prune_model(model) ...; dw.cut_channels(pruned, 0.5)
+    small = shrink_model(pruned)                     # verified to 1e-5
+    dw.export_tflite(small, "small.tflite", sparse=False, quantize="int8")
 """
 
 from __future__ import annotations

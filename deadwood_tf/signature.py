@@ -21,11 +21,11 @@ Generated inputs (`sample_inputs`), per input:
 
 Example:
 
->>> specs = input_specs(bert_classifier)
->>> [(s.name, s.dtype) for s in specs]
-[('padding_mask', 'int32'), ('segment_ids', 'int32'), ('token_ids', 'int32')]
->>> x = sample_inputs(bert_classifier, specs, 16)   # {name: array}
->>> y = named_outputs(bert_classifier, bert_classifier(as_model_inputs(specs, x)))
+    specs = input_specs(bert_classifier)
+    [(s.name, s.dtype) for s in specs]
+    # [('padding_mask', 'int32'), ('segment_ids', 'int32'), ('token_ids', 'int32')]
+    x = sample_inputs(bert_classifier, specs, 16)   # {name: array}
+    y = named_outputs(bert_classifier, bert_classifier(as_model_inputs(specs, x)))
 """
 
 from __future__ import annotations

@@ -13,6 +13,25 @@ from sklearn.datasets import load_digits
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_early = []  # test modules whose workers were started at collection
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+def pytest_collection_modifyitems(config, items):
+    """Starts test_backends' worker processes early when any of its tests will run."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and module.__name__ == "test_backends":
+            module.start_workers()
+            _early.append(module)
+            return
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for module in _early:  # the session ended before the tests that wait for them
+        module.stop_workers()
+
+
 def tiny_benchmark_config():
     """configs/benchmark_tiny.py's config: the seconds-long benchmark on digits."""
     import importlib.util

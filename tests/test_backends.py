@@ -15,29 +15,67 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MODELS = ("cnn", "mlp")
+BACKENDS = ("jax", "torch")
+_started = {}  # backend -> (process, output folder)
 
 
-@pytest.fixture(scope="module", params=["jax", "torch"])
-def measured(request, tmp_path_factory):
+def start_workers():
+    """Starts the worker of every installed backend, once; tests/conftest.py calls this
+    when the session's tests are collected, so the workers run beside the tests before
+    this module's (on 2 cores, while those mostly keep one busy)."""
+    for backend in BACKENDS:
+        if backend in _started or importlib.util.find_spec(backend) is None:
+            continue
+        folder = tempfile.mkdtemp(prefix=f"backend-{backend}-")
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        with open(os.path.join(folder, "log"), "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, os.path.join(HERE, "backend_worker.py"),
+                 os.path.join(folder, "measured.json")],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+        _started[backend] = process, folder
+
+
+def stop_workers():
+    for process, folder in _started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait(60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def measured(request):
     backend = request.param
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (pip install -e .[test] installs jax; "
                     "torch is not a test extra)")
-    out = tmp_path_factory.mktemp(backend) / "measured.json"
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    run = subprocess.run([sys.executable, os.path.join(HERE, "backend_worker.py"), str(out)],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
-    result = json.loads(out.read_text())
+    start_workers()
+    process, folder = _started[backend]
+    try:
+        returncode = process.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(60)
+        raise
+    try:
+        with open(os.path.join(folder, "log"), errors="replace") as f:
+            assert returncode == 0, f.read()[-4000:]
+        with open(os.path.join(folder, "measured.json")) as f:
+            result = json.load(f)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     assert result["backend"] == backend
     return result
 

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from conftest import small_cnn, train
+from tool_runner import run_tool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "distribute_worker.py")
@@ -181,11 +182,8 @@ def test_strategy_flag_and_config_are_checked():
 
 
 def test_cli_rejects_bad_strategy_flag(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "train.py"),
-         f"--config={os.path.join(ROOT, 'configs', 'digits_cnn.py')}",
-         f"--workdir={tmp_path}", "--strategy=tpu"],
-        capture_output=True, text=True, env=_env(), timeout=120)
+    proc = run_tool("train.py", "--config=configs/digits_cnn.py", f"--workdir={tmp_path}",
+                    "--strategy=tpu", check=False)
     assert proc.returncode != 0
     assert "ValueError" in proc.stderr and "--strategy" in proc.stderr \
         and "Received: --strategy='tpu'" in proc.stderr, proc.stderr[-2000:]

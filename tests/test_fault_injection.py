@@ -6,13 +6,11 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from tool_runner import ENV, ROOT, TINY, run_tool
+from tool_runner import TINY, run_tool, start_tool
 
 ARGS = [*TINY, "--config.teacher.epochs=4", "--config.teacher.adversarial_epochs=2",
         "--config.prune.solve_epochs=2", "--config.prune.finetune_epochs=2",
@@ -22,23 +20,21 @@ ARGS = [*TINY, "--config.teacher.epochs=4", "--config.teacher.adversarial_epochs
 def _run_until(workdir, phase, line, timeout=600):
     """Runs the pipeline and SIGKILLs it when `line` starts a stdout line after `phase`
     appeared; returns the output up to then."""
-    proc = subprocess.Popen([sys.executable, "tools/train.py", *ARGS, f"--workdir={workdir}"],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_tool("train.py", *ARGS, f"--workdir={workdir}")
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     out, in_phase = [], False
     try:
-        for text in proc.stdout:
+        for text in proc.lines():
             out.append(text)
             in_phase = in_phase or phase in text
             if in_phase and text.startswith(line):
-                proc.send_signal(signal.SIGKILL)
+                proc.kill()
                 break
     finally:
         timer.cancel()
-        proc.stdout.close()
         proc.wait(60)
+        proc.close()
     output = "".join(out)
     assert proc.returncode == -signal.SIGKILL, \
         f"not killed at {phase!r}/{line!r}:\n{output[-3000:]}"
