@@ -1,50 +1,53 @@
 """The benchmark tables of the docs, from the row files under benchmarks/results/.
 
 Each protocol's tables go between its markers in docs/benchmarks.md or benchmarks/HISTORY.md
-(superseded protocols, the validation sweep); the headline table goes into README.md.
+(superseded protocols, the validation sweep, a search's validation stage); the headline
+table goes into README.md.
 
   python tools/benchmark_tables.py            # rewrite the tables (and the plots)
   python tools/benchmark_tables.py --check    # exit 1 if the docs disagree with the rows
 """
 
-import argparse
 import os
 import sys
 
+from absl import app, flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deadwood_tf.benchmarks import tables  # noqa: E402
+_RESULTS = flags.DEFINE_string("results_dir", "benchmarks/results", "Folder of the row files.")
+_DOCS = flags.DEFINE_list("docs", None, "Markdown files holding the generated blocks "
+                          "(default: deadwood_tf.benchmarks.tables.DOCS).")
+_PROTOCOLS = flags.DEFINE_list("protocols", None, "Protocols (folders of --results_dir); "
+                               "default: every folder.")
+_CHECK = flags.DEFINE_bool("check", False, "Only check: exit 1 when the docs disagree.")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results_dir", default="benchmarks/results")
-    parser.add_argument("--docs", default=",".join(tables.DOCS),
-                        help="comma-separated Markdown files holding the generated blocks")
-    parser.add_argument("--protocols", default="",
-                        help="comma-separated; default: every folder of results_dir")
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    protocols = [p for p in args.protocols.split(",") if p] or sorted(
-        d for d in os.listdir(args.results_dir)
-        if os.path.isdir(os.path.join(args.results_dir, d)))
-    docs = [d for d in args.docs.split(",") if d]
-    if args.check:
-        stale = tables.check_docs(docs, args.results_dir, protocols)
+def main(argv):
+    del argv
+    from deadwood_tf.benchmarks import tables
+
+    results = _RESULTS.value
+    if not os.path.isdir(results):
+        raise app.UsageError(f"--results_dir: expected a folder of row files. Received: {results!r}")
+    protocols = _PROTOCOLS.value or sorted(
+        d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d)))
+    docs = _DOCS.value or list(tables.DOCS)
+    if _CHECK.value:
+        stale = tables.check_docs(docs, results, protocols)
         if stale:
-            print(f"{args.docs} disagrees with the rows of {stale}: run "
+            print(f"{','.join(docs)} disagrees with the rows of {stale}: run "
                   "python tools/benchmark_tables.py", file=sys.stderr)
             sys.exit(1)
-        print(f"{args.docs} agrees with {args.results_dir} ({', '.join(protocols)})")
+        print(f"{','.join(docs)} agrees with {results} ({', '.join(protocols)})")
         return
-    tables.update_docs(docs, args.results_dir, protocols)
+    tables.update_docs(docs, results, protocols)
     for p in protocols:
-        tables.plot(args.results_dir, p,
-                    os.path.join(args.results_dir, p, "robust_accuracy_vs_sparsity.png"))
-        tables.plot_latency(args.results_dir, p,
-                            os.path.join(args.results_dir, p, "latency", "accuracy_vs_latency.png"))
-    print(f"wrote {args.docs} ({', '.join(protocols)})")
+        tables.plot(results, p, os.path.join(results, p, "robust_accuracy_vs_sparsity.png"))
+        tables.plot_latency(results, p,
+                            os.path.join(results, p, "latency", "accuracy_vs_latency.png"))
+    print(f"wrote {','.join(docs)} ({', '.join(protocols)})")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)
