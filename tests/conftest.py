@@ -18,7 +18,11 @@ _early = []  # test modules whose workers were started at collection
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(config, items):
-    """Starts test_backends' worker processes early when any of its tests will run."""
+    """Starts test_backends' worker processes early when any of its tests will run
+    (not in a pytest-xdist worker: every worker collects every test, and the other
+    worker runs beside anyway; there `measured` starts them when first needed)."""
+    if hasattr(config, "workerinput"):
+        return
     for item in items:
         module = getattr(item, "module", None)
         if module is not None and module.__name__ == "test_backends":

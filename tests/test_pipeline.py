@@ -15,7 +15,7 @@ from deadwood_tf.benchmarks import runner
 from deadwood_tf.benchmarks.config import benchmark_config
 
 SETTINGS = ("fidelity_bound", "robustness_bound", "sparsity_weight", "label_weight",
-            "temperature", "robust_target", "batch_norm", "pattern", "initial_multiplier",
+            "temperature", "robust_target", "batch_norm", "sparsity_term", "initial_multiplier",
             "num_examples", "from_logits", "masked_weights")
 
 
@@ -46,7 +46,7 @@ def test_the_benchmark_and_the_pipeline_build_the_same_deadwood_model_and_step(d
     a, b = ours.get_config(), theirs.get_config()
     assert {k: a[k] for k in SETTINGS} == {k: b[k] for k in SETTINGS}
     assert a["attack"]["config"] == b["attack"]["config"]
-    assert a["pattern"] == ("channel" if pattern == "channel" else None)
+    assert a["sparsity_term"] == ("group_lasso" if pattern == "channel" else "l1")
     assert type(ours.optimizer) is type(theirs.optimizer) is keras.optimizers.Adam
     assert float(ours.optimizer.learning_rate) == float(theirs.optimizer.learning_rate) == \
         pytest.approx(config.deadwood.learning_rate)
